@@ -1,0 +1,278 @@
+"""Typed node configuration: a TOML file plus ``ATOLL_<SECTION>_<KEY>`` environment overrides.
+
+Owns: the config sections, loading, validation and the error messages for bad input.
+Never: checks that a named backend is installed (the plugin layer does, because only it
+knows what is installed).
+
+Every problem raises :class:`ConfigError` with one line naming the key, the bad value
+and what would have been accepted.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ._errors import ConfigError
+
+__all__ = [
+    "AtollConfig",
+    "LimitsConfig",
+    "NodeConfig",
+    "StorageConfig",
+    "TransportConfig",
+    "load_config",
+    "parse_address",
+    "parse_config",
+]
+
+
+def parse_address(value: str, *, what: str = "address") -> tuple[str, int]:
+    """Split ``"host:port"`` (``"[::1]:7401"`` for IPv6) into its parts, or raise ConfigError."""
+    host, sep, port_s = value.rpartition(":")
+    if not sep or not host or not port_s.isdigit():
+        raise ConfigError(f"{what} = {value!r} is not of the form host:port")
+    port = int(port_s)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{what} = {value!r}: port {port} is outside 0-65535")
+    return host.strip("[]"), port
+
+
+def _positive(inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
+    if value <= 0:
+        raise ValueError("must be greater than zero")
+
+
+@attrs.define(kw_only=True)
+class NodeConfig:
+    """``[node]``: who this node is and where it keeps its data."""
+
+    id: str = "n1"
+    listen: str = "127.0.0.1:7401"
+    """Address the node's transport binds (host:port)."""
+    advertise: str = ""
+    """Address others should use, if not ``listen`` (behind NAT, in containers)."""
+    client_listen: str = ""
+    """Separate address for clients; empty means clients use ``listen``."""
+    zone: str = "z1"
+    rack: str = "r1"
+    host: str = ""
+    data_dir: str = "./data/n1"
+    seeds: list[str] = attrs.field(factory=list)
+    tags: dict[str, str] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.id or not all(c.isalnum() or c in "-_." for c in self.id):
+            raise ConfigError(
+                f"node.id = {self.id!r} is not valid (letters, digits, '-', '_', '.')"
+            )
+        parse_address(self.listen, what="node.listen")
+        if self.advertise:
+            parse_address(self.advertise, what="node.advertise")
+        if self.client_listen:
+            parse_address(self.client_listen, what="node.client_listen")
+        for s in self.seeds:
+            parse_address(s, what="node.seeds entry")
+
+
+@attrs.define(kw_only=True)
+class StorageConfig:
+    """``[storage]``: which engine holds the data and how durably."""
+
+    backend: str = "lmdb"
+    sync: bool = True
+    """fsync before acknowledging. ``false`` is UNSAFE: acknowledged writes can be lost."""
+    map_size_mb: int = attrs.field(default=1024, validator=_positive)
+    """LMDB: the map size ceiling in MiB (the database can never grow beyond it)."""
+    options: dict[str, Any] = attrs.field(factory=dict)
+    """Backend-specific settings, passed through to the engine."""
+
+
+@attrs.define(kw_only=True)
+class TransportConfig:
+    """``[transport]``: how frames move between nodes."""
+
+    backend: str = "tcp"
+    servers: list[str] = attrs.field(factory=lambda: ["nats://127.0.0.1:4222"])
+    """NATS: the server URLs."""
+    subject_prefix: str = "atoll"
+    """NATS: subjects are ``<prefix>.<node id>``."""
+    max_frame_mb: int = attrs.field(default=64, validator=_positive)
+    connect_timeout: float = attrs.field(default=2.0, validator=_positive)
+    send_queue: int = attrs.field(default=1024, validator=_positive)
+    """Frames queued per peer before ``send`` waits (backpressure)."""
+    options: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.define(kw_only=True)
+class LimitsConfig:
+    """``[limits]``: request size limits enforced at the client-facing edge."""
+
+    max_key_bytes: int = attrs.field(default=4096, validator=_positive)
+    max_value_bytes: int = attrs.field(default=1024 * 1024, validator=_positive)
+
+
+@attrs.define(kw_only=True)
+class AtollConfig:
+    """The whole node configuration."""
+
+    node: NodeConfig = attrs.field(factory=NodeConfig)
+    storage: StorageConfig = attrs.field(factory=StorageConfig)
+    transport: TransportConfig = attrs.field(factory=TransportConfig)
+    limits: LimitsConfig = attrs.field(factory=LimitsConfig)
+
+
+_SECTIONS: dict[str, type[Any]] = typing.get_type_hints(AtollConfig)
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a table"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _coerce(key: str, tp: Any, value: Any, *, from_env: bool) -> Any:
+    """Check ``value`` against ``tp`` (converting env strings) or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"{key} = {value!r} is not valid: expected {_describe(tp)}")
+    if from_env and isinstance(value, str) and tp is not str:
+        if tp is bool:
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise bad
+        if tp in (int, float):
+            try:
+                return tp(value)
+            except ValueError:
+                raise bad from None
+        if origin is list:
+            return [
+                _coerce(key, typing.get_args(tp)[0], v.strip(), from_env=True)
+                for v in value.split(",")
+                if v.strip()
+            ]
+        raise bad
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad
+        (inner,) = typing.get_args(tp)
+        return [_coerce(f"{key}[{i}]", inner, v, from_env=False) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return dict(value)
+    raise bad  # pragma: no cover - a section declared a type this loader does not know
+
+
+def _build_section(name: str, cls: type[Any], raw: Mapping[str, Any], env_keys: set[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in attrs.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            accepted = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown key '{name}.{key}' (accepted in [{name}]: {accepted})")
+        kwargs[key] = _coerce(f"{name}.{key}", hints[key], value, from_env=key in env_keys)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        # attrs validators raise ValueError("must be ..."); find which key.
+        for key, f in fields.items():
+            if f.validator is not None and key in kwargs:
+                try:
+                    f.validator(None, f, kwargs[key])
+                except ValueError:
+                    raise ConfigError(f"{name}.{key} = {kwargs[key]!r} {exc}") from None
+        raise ConfigError(f"[{name}]: {exc}") from None
+
+
+def parse_config(
+    doc: Mapping[str, Any], *, environ: Mapping[str, str] | None = None
+) -> AtollConfig:
+    """Validate a parsed TOML document (plus environment overrides) into an AtollConfig.
+
+    ``ATOLL_STORAGE_BACKEND=rocksdb`` overrides ``[storage] backend``; list values in the
+    environment are comma-separated.
+    """
+    environ = os.environ if environ is None else environ
+    merged: dict[str, dict[str, Any]] = {}
+    for section, body in doc.items():
+        if section not in _SECTIONS:
+            accepted = ", ".join(f"[{s}]" for s in _SECTIONS)
+            raise ConfigError(f"unknown section [{section}] (accepted: {accepted})")
+        if not isinstance(body, dict):
+            raise ConfigError(f"[{section}] must be a table, not {type(body).__name__}")
+        merged[section] = dict(body)
+    env_keys: dict[str, set[str]] = {s: set() for s in _SECTIONS}
+    for var, value in environ.items():
+        if not var.startswith("ATOLL_") or var.count("_") < 2:
+            continue
+        rest = var[len("ATOLL_") :].lower()
+        section, _, key = rest.partition("_")
+        if section not in _SECTIONS:
+            continue
+        field_names = {f.name for f in attrs.fields(_SECTIONS[section])}
+        if key not in field_names:
+            accepted = ", ".join(
+                f"ATOLL_{section.upper()}_{k.upper()}" for k in sorted(field_names)
+            )
+            raise ConfigError(f"unknown environment override {var} (accepted: {accepted})")
+        merged.setdefault(section, {})[key] = value
+        env_keys[section].add(key)
+    built = {
+        section: _build_section(section, cls, merged.get(section, {}), env_keys[section])
+        for section, cls in _SECTIONS.items()
+    }
+    return AtollConfig(**built)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None, *, environ: Mapping[str, str] | None = None
+) -> AtollConfig:
+    """Read and validate a TOML config file (None: defaults plus environment)."""
+    if path is None:
+        return parse_config({}, environ=environ)
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(p)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {exc}") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+    return parse_config(doc, environ=environ)

@@ -1,0 +1,3 @@
+"""SWIM gossip membership: join, leave, dissemination, incarnations, anti-entropy."""
+
+__version__ = "0.1.0"
