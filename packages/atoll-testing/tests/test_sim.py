@@ -69,8 +69,8 @@ def test_partition_isolate_heal_and_crash() -> None:
     s = Scheduler()
     net = SimNetwork(s)
     inbox: dict[str, list[Any]] = {"a": [], "b": [], "c": []}
-    for name in inbox:
-        net.register(name, lambda src, m, name=name: inbox[name].append((src, m)))
+    for name, box in inbox.items():
+        net.register(name, lambda src, m, box=box: box.append((src, m)))
     net.partition([["a"], ["b", "c"]])
     net.send("a", "b", 1)
     net.send("b", "c", 2)
