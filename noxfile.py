@@ -62,6 +62,7 @@ def tests(session: nox.Session) -> None:
     """All unit, property, conformance and default-seed simulation tests."""
     _sync_workspace(session)
     paths = [str(p / "tests") for p in DISTS if (p / "tests").is_dir()]
+    paths.append(str(ROOT / "integration"))
     session.run("pytest", "-q", "-p", "no:cacheprovider", *paths, *session.posargs)
 
 
@@ -122,10 +123,17 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def sim(session: nox.Session) -> None:
-    """Deterministic simulations with many seeds. ``-- --seeds N`` sets how many."""
+    """Deterministic simulations with many seeds.
+
+    ``-- --seeds N`` sets how many Raft schedules run (default 200); ``-- --full`` runs the
+    membership measurements at every size (10, 100, 500 nodes; slow) instead of ``--quick``.
+    """
     _sync_workspace(session)
     seeds = "200"
     args = list(session.posargs)
+    full = "--full" in args
+    if full:
+        args.remove("--full")
     if "--seeds" in args:
         i = args.index("--seeds")
         seeds = args[i + 1]
@@ -136,7 +144,8 @@ def sim(session: nox.Session) -> None:
             "pytest", "-q", "-p", "no:cacheprovider", *sim_dirs, f"--sim-seeds={seeds}", *args
         )
     for script in sorted(ROOT.glob("sim/*.py")):
-        session.run("python", str(script), "--markdown", f"docs/{script.stem.replace('_', '-')}.md")
+        extra = [] if full else ["--quick"]
+        session.run("python", str(script), "--markdown", "docs/membership-detection.md", *extra)
 
 
 @nox.session

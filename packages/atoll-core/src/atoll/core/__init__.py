@@ -20,9 +20,12 @@ from ._codec import FrameDecoder as FrameDecoder
 from ._codec import decode_frame as decode_frame
 from ._codec import encode_frame as encode_frame
 from ._config import AtollConfig as AtollConfig
+from ._config import ClusterConfig as ClusterConfig
 from ._config import LimitsConfig as LimitsConfig
 from ._config import NodeConfig as NodeConfig
+from ._config import RaftSettings as RaftSettings
 from ._config import StorageConfig as StorageConfig
+from ._config import TelemetryConfig as TelemetryConfig
 from ._config import TransportConfig as TransportConfig
 from ._config import load_config as load_config
 from ._config import parse_address as parse_address
@@ -56,6 +59,12 @@ from ._errors import Unavailable as Unavailable
 from ._errors import UnsupportedVersion as UnsupportedVersion
 from ._errors import error_from_wire as error_from_wire
 from ._errors import error_to_wire as error_to_wire
+from ._kvproto import MAP_REQUEST as MAP_REQUEST
+from ._kvproto import Consistency as Consistency
+from ._kvproto import KVOp as KVOp
+from ._kvproto import KVRequest as KVRequest
+from ._kvproto import decode_kv_request as decode_kv_request
+from ._kvproto import encode_kv_request as encode_kv_request
 from ._plugins import installed_plugins as installed_plugins
 from ._plugins import make_plugin_manager as make_plugin_manager
 from ._plugins import make_transport as make_transport
@@ -70,6 +79,9 @@ from ._registries import Histogram as Histogram
 from ._registries import InMemoryMetrics as InMemoryMetrics
 from ._registries import MetricsRegistry as MetricsRegistry
 from ._storage import MAX_KEY_BYTES as MAX_KEY_BYTES
+from ._storage import OP_DELETE as OP_DELETE
+from ._storage import OP_DELETE_RANGE as OP_DELETE_RANGE
+from ._storage import OP_PUT as OP_PUT
 from ._storage import StorageEngine as StorageEngine
 from ._storage import StorageSnapshot as StorageSnapshot
 from ._storage import StorageStats as StorageStats

@@ -23,9 +23,12 @@ from ._errors import ConfigError
 
 __all__ = [
     "AtollConfig",
+    "ClusterConfig",
     "LimitsConfig",
     "NodeConfig",
+    "RaftSettings",
     "StorageConfig",
+    "TelemetryConfig",
     "TransportConfig",
     "load_config",
     "parse_address",
@@ -118,14 +121,93 @@ class LimitsConfig:
     max_value_bytes: int = attrs.field(default=1024 * 1024, validator=_positive)
 
 
+def _member(value: str) -> tuple[str, str]:
+    node_id, sep, address = value.partition("=")
+    if not sep or not node_id or not address:
+        raise ConfigError(
+            f"cluster.initial_members entry {value!r} is not of the form id=address "
+            "(host:port for tcp, the node's subject such as atoll.n1 for nats)"
+        )
+    return node_id, address
+
+
+@attrs.define(kw_only=True)
+class ClusterConfig:
+    """``[cluster]``: how a new cluster bootstraps (like etcd's ``--initial-cluster``)."""
+
+    id: str = "atoll"
+    initial_members: list[str] = attrs.field(factory=list)
+    """``"id=address"`` of the nodes that form the cluster and its meta group (the
+    address is what the transport uses: ``host:port`` for tcp, ``atoll.<id>`` for nats). Every
+    initial member lists the same set. Empty: this node alone bootstraps a cluster (if
+    it has no seeds) or joins through ``node.seeds``."""
+    partitions: int = attrs.field(default=64, validator=_positive)
+    """Partitions of the default keyspace created at bootstrap."""
+    replication_factor: int = attrs.field(default=3, validator=_positive)
+    """Replicas per partition of the default keyspace (capped at the member count)."""
+
+    def __attrs_post_init__(self) -> None:
+        seen: set[str] = set()
+        for m in self.initial_members:
+            node_id, _ = _member(m)
+            if node_id in seen:
+                raise ConfigError(f"cluster.initial_members names {node_id!r} twice")
+            seen.add(node_id)
+
+    def members(self) -> dict[str, str]:
+        """``initial_members`` as ``{node id: address}``."""
+        return dict(_member(m) for m in self.initial_members)
+
+
+@attrs.define(kw_only=True)
+class RaftSettings:
+    """``[raft]``: consensus timing and features, shared by every group on the node."""
+
+    tick_ms: int = attrs.field(default=50, validator=_positive)
+    """One logical Raft tick. Heartbeats go out every ``heartbeat_ticks`` ticks."""
+    election_ticks: int = attrs.field(default=10, validator=_positive)
+    """Election timeout base in ticks (randomised in [base, 2*base))."""
+    heartbeat_ticks: int = attrs.field(default=1, validator=_positive)
+    lease_reads: bool = True
+    """Serve linearizable reads from the leader lease when it is valid (else ReadIndex)."""
+    max_clock_drift_ms: int = 50
+    """How far clocks may drift apart over an election timeout; shortens the lease."""
+    snapshot_interval_entries: int = attrs.field(default=10_000, validator=_positive)
+    """Snapshot a group and compact its log every this many applied entries."""
+    request_timeout_ms: int = attrs.field(default=5000, validator=_positive)
+    """How long the node waits for a proposal to apply or a read to be confirmed."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.heartbeat_ticks >= self.election_ticks:
+            raise ConfigError(
+                f"raft.heartbeat_ticks = {self.heartbeat_ticks} must be below "
+                f"raft.election_ticks = {self.election_ticks}"
+            )
+
+
+@attrs.define(kw_only=True)
+class TelemetryConfig:
+    """``[telemetry]``: the HTTP endpoint for /metrics, /livez and /readyz."""
+
+    listen: str = ""
+    """``host:port`` to serve on (port 0 picks one); empty disables the endpoint."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.listen:
+            parse_address(self.listen, what="telemetry.listen")
+
+
 @attrs.define(kw_only=True)
 class AtollConfig:
     """The whole node configuration."""
 
     node: NodeConfig = attrs.field(factory=NodeConfig)
+    cluster: ClusterConfig = attrs.field(factory=ClusterConfig)
     storage: StorageConfig = attrs.field(factory=StorageConfig)
     transport: TransportConfig = attrs.field(factory=TransportConfig)
+    raft: RaftSettings = attrs.field(factory=RaftSettings)
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
+    telemetry: TelemetryConfig = attrs.field(factory=TelemetryConfig)
 
 
 _SECTIONS: dict[str, type[Any]] = typing.get_type_hints(AtollConfig)

@@ -180,6 +180,14 @@ class StorageEngine(Protocol):
         """The backend name that selected this engine ("lmdb", "rocksdb", "memory")."""
         ...
 
+    @property
+    def max_key_bytes(self) -> int:
+        """The longest key this engine stores (LMDB: 511 bytes; others: MAX_KEY_BYTES).
+
+        Layers above that prefix keys must keep the client-facing limit below this.
+        """
+        ...
+
     def create_namespace(self, name: str) -> None:
         """Create ``name`` if it does not exist. Idempotent and durable."""
         ...

@@ -1,3 +1,12 @@
-"""Storage engine plugin on LMDB."""
+"""Storage engine plugin on LMDB.
+
+``[storage] backend = "lmdb"`` selects it; files live in ``<data_dir>/lmdb/``.
+Namespaces are LMDB named sub-databases; snapshots are read transactions. With
+``[storage] sync = true`` every commit is fsynced; ``sync = false`` is UNSAFE.
+"""
+
+from ._engine import LmdbEngine as LmdbEngine
+from ._engine import LmdbOptions as LmdbOptions
+from ._engine import LmdbSnapshot as LmdbSnapshot
 
 __version__ = "0.1.0"

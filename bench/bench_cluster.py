@@ -1,0 +1,177 @@
+"""Cluster benchmarks: 3 node processes on loopback, a separate load process.
+
+Scenarios (issue #3 and #5 shapes; fsync on, 100-byte values, 10k keys):
+
+* ``raft-1p``: one partition, writes only, concurrency 1, 64 and 256.
+* ``raft-64p``: 64 partitions, writes only, concurrency 1, 64 and 256.
+* ``mix-64p``: 64 partitions, 50% reads (linearizable) / 50% writes, concurrency 256.
+
+Each run starts a fresh cluster (``atoll.admin.DevCluster``: TCP + LMDB), waits until
+every partition has a leader, then runs ``atoll bench`` in its own process and records
+what it printed as JSON. Nothing is asserted: the figures are written to ``--json`` and
+a Markdown table to ``--markdown``.
+
+Usage: ``uv run python bench/bench_cluster.py [--quick] [--json F] [--markdown F]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from atoll.admin import DevCluster
+
+SCENARIOS = [
+    # name, partitions, read fraction, concurrency, ops (full), ops (quick)
+    ("raft-1p", 1, 0.0, 1, 2000, 300),
+    ("raft-1p", 1, 0.0, 64, 20000, 3000),
+    ("raft-1p", 1, 0.0, 256, 40000, 5000),
+    ("raft-64p", 64, 0.0, 1, 2000, 300),
+    ("raft-64p", 64, 0.0, 64, 20000, 3000),
+    ("raft-64p", 64, 0.0, 256, 40000, 5000),
+    ("mix-64p", 64, 0.5, 256, 40000, 5000),
+]
+
+
+def free_base_port() -> int:
+    """A base port with 3 free ports (and 3 more at +100 for telemetry)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + 110 > 65535:
+            continue
+        try:
+            for p in (*range(base, base + 3), *range(base + 100, base + 103)):
+                with socket.socket() as t:
+                    t.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free ports")
+
+
+def run_scenario(
+    name: str, partitions: int, reads: float, conc: int, ops: int, storage: str, transport: str
+) -> dict[str, Any]:
+    """Start a fresh cluster, run one load process against it, stop the cluster."""
+    with tempfile.TemporaryDirectory(prefix="atoll-bench-") as tmp:
+        c = DevCluster(Path(tmp))
+        descs = c.write_configs(
+            3,
+            base_port=free_base_port(),
+            storage=storage,
+            transport=transport,
+            partitions=partitions,
+            rf=3,
+            sync=True,
+        )
+        c.start(descs)
+        try:
+            c.wait_ready(120)
+            out = Path(tmp) / "result.json"
+            eps = ",".join(c.endpoints())
+            cmd = [
+                sys.executable,
+                "-m",
+                "atoll.admin",
+                "bench",
+                "-e",
+                eps,
+                "-n",
+                str(ops),
+                "-c",
+                str(conc),
+                "--reads",
+                str(reads),
+                "--json",
+                str(out),
+            ]
+            # warm-up (connections, leases, page cache), then the measured run
+            warm = [*cmd[:-2]]
+            warm[warm.index("-n") + 1] = str(max(200, ops // 20))
+            subprocess.run(warm, check=True, capture_output=True)
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            result = json.loads(out.read_text())
+        finally:
+            c.stop()
+    return {
+        "scenario": name,
+        "partitions": partitions,
+        "reads": reads,
+        "concurrency": conc,
+        **result,
+    }
+
+
+def main() -> int:
+    """Run the scenarios, print a table, write JSON and Markdown."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--markdown", type=Path)
+    ap.add_argument("--quick", action="store_true", help="fewer operations per run")
+    ap.add_argument("--only", help="run only scenarios whose name contains this")
+    ap.add_argument("--storage", default="lmdb")
+    ap.add_argument("--transport", default="tcp")
+    args = ap.parse_args()
+    rows = []
+    for name, parts, reads, conc, ops_full, ops_quick in SCENARIOS:
+        if args.only and args.only not in name:
+            continue
+        ops = ops_quick if args.quick else ops_full
+        print(
+            f"{name}: {parts} partitions, {int(reads * 100)}% reads, c={conc}, {ops} ops ...",
+            flush=True,
+        )
+        r = run_scenario(name, parts, reads, conc, ops, args.storage, args.transport)
+        rows.append(r)
+        print(
+            f"  {r['ops_per_s']:.0f} ops/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
+            f"  errors {r['errors']}",
+            flush=True,
+        )
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        ),
+        "storage": args.storage,
+        "transport": args.transport,
+        "quick": args.quick,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
+    if args.markdown:
+        lines = [
+            "# Cluster benchmark",
+            "",
+            f"Generated by `nox -s bench` (`bench/bench_cluster.py`) on {meta['date']}; "
+            f"{meta['machine']}; 3 node processes + 1 load process on the same machine; "
+            f"{args.storage} + {args.transport}, fsync on, 100-byte values, 10k keys.",
+            "",
+            "| scenario | partitions | reads | concurrency | ops/s | p50 ms | p99 ms | errors |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['scenario']} | {r['partitions']} | {int(r['reads'] * 100)}% | "
+                f"{r['concurrency']} | {r['ops_per_s']:.0f} | {r['p50_ms']:.2f} | "
+                f"{r['p99_ms']:.2f} | {r['errors']} |"
+            )
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""The key-value state machine: applies committed commands of many partitions to one engine.
+
+Owns: the on-disk key layout of user data, per-partition applied indexes and the client
+session table; applying put/delete/cas/batch deterministically; reads.
+Never: decides what is committed (Raft does) or writes outside the batch it is handed —
+the Raft host merges that batch into its one write + one fsync per tick, so the applied
+index and the data it covers become durable atomically.
+
+Key layout (one storage engine, shared by every partition hosted on the node; the
+"partition" number here is the partition's Raft group id, unique across keyspaces)::
+
+    kv          u32 partition | user key           -> value
+    kv_session  u32 partition | "m" | client id    -> u64 acked floor | u64 last index
+                u32 partition | "r" | u16 len | client id | u64 seq -> result of that seq
+    kv_applied  u32 partition                      -> u64 applied index
+
+Sessions (Raft thesis 6.3): each command carries (client id, seq, acked). Results of seqs
+at or above ``acked`` are kept, so a retried command gets its first answer instead of
+being applied twice, even when a client has several commands in flight. A session is
+forgotten once ``session_window`` entries of its partition pass without it (a
+deterministic rule, so every replica forgets the same sessions at the same index).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from atoll.core import (
+    Frame,
+    InvalidRequest,
+    StorageEngine,
+    WriteBatch,
+    decode_frame,
+    encode_frame,
+)
+
+from ._commands import (
+    CasCommand,
+    Command,
+    CommandResult,
+    DeleteCommand,
+    PutCommand,
+    decode_command,
+    decode_result,
+    encode_result,
+)
+
+__all__ = [
+    "KVStateMachine",
+    "PartitionApply",
+    "PartitionStateMachine",
+    "data_key",
+    "partition_range",
+]
+
+NS_DATA = "kv"
+NS_SESSION = "kv_session"
+NS_APPLIED = "kv_applied"
+NAMESPACES = (NS_DATA, NS_SESSION, NS_APPLIED)
+
+_P = struct.Struct(">I")
+_Q = struct.Struct(">Q")
+_QQ = struct.Struct(">QQ")
+_H = struct.Struct(">H")
+_MISSING = object()
+
+
+def data_key(partition: int, key: bytes) -> bytes:
+    """The engine key of user ``key`` in ``partition``."""
+    return _P.pack(partition) + key
+
+
+def partition_range(partition: int) -> tuple[bytes, bytes]:
+    """``[start, end)`` engine bounds covering every key of ``partition``."""
+    return _P.pack(partition), _P.pack(partition + 1)
+
+
+def _session_meta_key(partition: int, client: bytes) -> bytes:
+    return _P.pack(partition) + b"m" + client
+
+
+def _session_result_prefix(partition: int, client: bytes) -> bytes:
+    return _P.pack(partition) + b"r" + _H.pack(len(client)) + client
+
+
+class PartitionApply:
+    """Applies a run of committed entries of one partition into a shared WriteBatch.
+
+    Reads see the effect of entries applied earlier in the same run (an overlay), so a
+    cas after a put in the same tick sees the put before anything reaches the disk.
+
+    Session records are small and constant-size per command: one meta record per client
+    (acked floor, last index) and one result record per unacknowledged seq. Raising the
+    floor deletes the acknowledged results with one range delete, so a client with many
+    commands in flight costs O(1) per command, not O(in flight).
+    """
+
+    def __init__(self, sm: KVStateMachine, partition: int, batch: WriteBatch) -> None:
+        self._sm = sm
+        self.partition = partition
+        self.batch = batch
+        self._overlay: dict[bytes, bytes | None] = {}
+        self._meta: dict[bytes, tuple[int, int] | None] = {}
+        self._results: dict[tuple[bytes, int], bytes | None] = {}
+        self.applied = sm.applied_index(partition)
+
+    def _get(self, key: bytes) -> bytes | None:
+        v = self._overlay.get(key, _MISSING)
+        if v is not _MISSING:
+            return v  # type: ignore[return-value]
+        return self._sm.engine.get(NS_DATA, data_key(self.partition, key))
+
+    def _set(self, key: bytes, value: bytes | None) -> None:
+        self._overlay[key] = value
+        if value is None:
+            self.batch.delete(NS_DATA, data_key(self.partition, key))
+        else:
+            self.batch.put(NS_DATA, data_key(self.partition, key), value)
+
+    def _session_meta(self, client: bytes) -> tuple[int, int] | None:
+        if client not in self._meta:
+            raw = self._sm.engine.get(NS_SESSION, _session_meta_key(self.partition, client))
+            self._meta[client] = _QQ.unpack(raw) if raw is not None else None
+        return self._meta[client]
+
+    def _cached_result(self, client: bytes, seq: int) -> bytes | None:
+        v = self._results.get((client, seq), _MISSING)
+        if v is not _MISSING:
+            return v  # type: ignore[return-value]
+        key = _session_result_prefix(self.partition, client) + _Q.pack(seq)
+        return self._sm.engine.get(NS_SESSION, key)
+
+    def apply(self, index: int, data: bytes) -> CommandResult:
+        """Apply the entry at ``index`` (payload ``data``) and return its result.
+
+        An empty payload (a leader's no-op) only advances the applied index.
+        Entries at or below the applied index are ignored (replay after restart).
+        """
+        if index <= self.applied:
+            return CommandResult(duplicate=True)
+        self.applied = index
+        self.batch.put(NS_APPLIED, _P.pack(self.partition), _Q.pack(index))
+        if index % self._sm.session_sweep_every == 0:
+            self._expire_sessions(index)
+        if not data:
+            return CommandResult()
+        cmd = decode_command(data)
+        if not cmd.client_id:
+            return self._execute(cmd)
+        client = cmd.client_id.encode()
+        meta = self._session_meta(client)
+        acked = meta[0] if meta is not None else 0
+        if meta is not None:
+            cached = self._cached_result(client, cmd.seq)
+            if cached is not None:
+                r = decode_result(cached)
+                return CommandResult(r.ok, r.previous, r.existed, duplicate=True)
+            if cmd.seq < acked:
+                # The client already received this seq's answer; never re-apply.
+                return CommandResult(ok=False, duplicate=True)
+        result = self._execute(cmd)
+        prefix = _session_result_prefix(self.partition, client)
+        new_acked = max(acked, cmd.acked)
+        if new_acked > acked:
+            self.batch.delete_range(
+                NS_SESSION, prefix + _Q.pack(acked), prefix + _Q.pack(new_acked)
+            )
+            for c, s in list(self._results):
+                if c == client and s < new_acked:
+                    self._results[(c, s)] = None
+        if cmd.seq >= new_acked:
+            encoded = encode_result(result)
+            self._results[(client, cmd.seq)] = encoded
+            self.batch.put(NS_SESSION, prefix + _Q.pack(cmd.seq), encoded)
+        self._meta[client] = (new_acked, index)
+        self.batch.put(
+            NS_SESSION, _session_meta_key(self.partition, client), _QQ.pack(new_acked, index)
+        )
+        return result
+
+    def _execute(self, cmd: Command) -> CommandResult:
+        if isinstance(cmd, PutCommand):
+            self._set(cmd.key, cmd.value)
+            return CommandResult()
+        if isinstance(cmd, DeleteCommand):
+            prev = self._get(cmd.key)
+            if prev is not None:
+                self._set(cmd.key, None)
+            return CommandResult(previous=prev, existed=prev is not None)
+        if isinstance(cmd, CasCommand):
+            prev = self._get(cmd.key)
+            if prev != cmd.expected:
+                return CommandResult(ok=False, previous=prev, existed=prev is not None)
+            self._set(cmd.key, cmd.new)
+            return CommandResult(previous=prev, existed=prev is not None)
+        for key, value in cmd.items:
+            self._set(key, value)
+        return CommandResult()
+
+    def _expire_sessions(self, index: int) -> None:
+        horizon = index - self._sm.session_window
+        lo = _P.pack(self.partition) + b"m"
+        hi = _P.pack(self.partition) + b"n"
+        for k, raw in self._sm.engine.scan(NS_SESSION, lo, hi):
+            client = k[len(lo) :]
+            meta = self._meta.get(client, _MISSING)
+            current = _QQ.unpack(raw) if meta is _MISSING else meta
+            if isinstance(current, tuple) and current[1] < horizon:
+                self._meta[client] = None
+                self.batch.delete(NS_SESSION, k)
+                prefix = _session_result_prefix(self.partition, client)
+                self.batch.delete_range(NS_SESSION, prefix, prefix + b"\xff" * 9)
+
+
+class KVStateMachine:
+    """The state machine of every data partition on a node (one engine, many partitions)."""
+
+    def __init__(
+        self,
+        engine: StorageEngine,
+        *,
+        session_window: int = 100_000,
+        session_sweep_every: int = 4096,
+    ) -> None:
+        self.engine = engine
+        self.session_window = session_window
+        self.session_sweep_every = session_sweep_every
+        for ns in NAMESPACES:
+            engine.create_namespace(ns)
+
+    def applied_index(self, partition: int) -> int:
+        """The last log index applied to ``partition`` and made durable (0 if none)."""
+        raw = self.engine.get(NS_APPLIED, _P.pack(partition))
+        return _Q.unpack(raw)[0] if raw else 0
+
+    def begin(self, partition: int, batch: WriteBatch) -> PartitionApply:
+        """Start applying entries of ``partition`` into ``batch``."""
+        return PartitionApply(self, partition, batch)
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        """Read ``key`` of ``partition`` as of the last durable apply."""
+        return self.engine.get(NS_DATA, data_key(partition, key))
+
+    def scan(
+        self, partition: int, start: bytes = b"", end: bytes | None = None, limit: int | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Iterate ``(key, value)`` of ``partition`` with ``start <= key < end``."""
+        lo = data_key(partition, start)
+        hi = data_key(partition, end) if end is not None else partition_range(partition)[1]
+        for k, v in self.engine.scan(NS_DATA, lo, hi, limit=limit):
+            yield k[4:], v
+
+    def snapshot_partition(self, partition: int) -> bytes:
+        """Serialise every key, value and session of ``partition`` (for a Raft snapshot)."""
+        lo, hi = partition_range(partition)
+        atts: list[bytes] = []
+        counts = []
+        with self.engine.snapshot() as snap:
+            for ns in (NS_DATA, NS_SESSION):
+                n = 0
+                for k, v in snap.scan(ns, lo, hi):
+                    atts += (k[4:], v)
+                    n += 1
+                counts.append(n)
+            applied = snap.get(NS_APPLIED, _P.pack(partition))
+        idx = _Q.unpack(applied)[0] if applied else 0
+        return encode_frame(Frame("kvsnap", {"n": counts, "i": idx}, tuple(atts)))
+
+    def restore_partition(self, partition: int, data: bytes, batch: WriteBatch) -> int:
+        """Replace ``partition``'s contents with a snapshot, into ``batch``; returns its index."""
+        f = decode_frame(data)
+        n_data, n_sess = f.header["n"]
+        lo, hi = partition_range(partition)
+        batch.delete_range(NS_DATA, lo, hi)
+        batch.delete_range(NS_SESSION, lo, hi)
+        a = f.attachments
+        for i in range(n_data):
+            batch.put(NS_DATA, data_key(partition, a[2 * i]), a[2 * i + 1])
+        off = 2 * n_data
+        for i in range(n_sess):
+            batch.put(NS_SESSION, data_key(partition, a[off + 2 * i]), a[off + 2 * i + 1])
+        index = int(f.header["i"])
+        batch.put(NS_APPLIED, _P.pack(partition), _Q.pack(index))
+        return index
+
+
+class PartitionStateMachine:
+    """One partition's view of the :class:`KVStateMachine`, as a Raft group applies it.
+
+    Implements the Raft host's ``GroupStateMachine`` protocol: conf-change entries only
+    advance the applied index; normal entries are commands (an empty one is a no-op).
+    """
+
+    def __init__(self, kv: KVStateMachine, partition: int) -> None:
+        self.kv = kv
+        self.partition = partition
+
+    def applied_index(self) -> int:
+        """The last applied index of this partition."""
+        return self.kv.applied_index(self.partition)
+
+    def apply(self, entries: Sequence[Any], batch: WriteBatch) -> list[Any]:
+        """Apply committed entries; returns a :class:`CommandResult` (or an error) each."""
+        run = self.kv.begin(self.partition, batch)
+        out: list[Any] = []
+        for e in entries:
+            data = e.data if int(e.kind) == 0 else b""
+            try:
+                out.append(run.apply(e.index, data))
+            except InvalidRequest as exc:
+                # A malformed command is answered, never allowed to stop the group.
+                run.apply(e.index, b"")
+                out.append(exc)
+        return out
+
+    def snapshot(self) -> bytes:
+        """The partition's data and sessions."""
+        return self.kv.snapshot_partition(self.partition)
+
+    def restore(self, data: bytes, batch: WriteBatch) -> None:
+        """Replace the partition's data with a snapshot."""
+        self.kv.restore_partition(self.partition, data, batch)

@@ -1,0 +1,134 @@
+"""The key-value state machine: commands, sessions (exactly-once), snapshots."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from atoll.coordination import (
+    CasCommand,
+    CommandResult,
+    DeleteCommand,
+    KVStateMachine,
+    PutCommand,
+    WriteBatchCommand,
+    decode_command,
+    encode_command,
+)
+from atoll.core import InvalidRequest, StorageEngine, WriteBatch
+
+keys = st.binary(min_size=1, max_size=20)
+vals = st.binary(max_size=50)
+commands = st.one_of(
+    st.builds(PutCommand, keys, vals, st.text(max_size=5), st.integers(0, 99), st.integers(0, 9)),
+    st.builds(DeleteCommand, keys, st.text(max_size=5), st.integers(0, 99)),
+    st.builds(CasCommand, keys, st.none() | vals, st.none() | vals, st.text(max_size=5)),
+    st.builds(
+        WriteBatchCommand,
+        st.lists(st.tuples(keys, st.none() | vals), max_size=4).map(tuple),
+        st.text(max_size=5),
+        st.integers(0, 99),
+    ),
+)
+
+
+@given(commands)
+def test_command_encoding_round_trips(cmd: object) -> None:
+    assert decode_command(encode_command(cmd)) == cmd  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\x00\x00\x00\x01\x01", b"not a frame at all"])
+def test_garbage_entry_is_invalid_request(garbage: bytes) -> None:
+    with pytest.raises(InvalidRequest):
+        decode_command(garbage)
+
+
+def _apply(sm: KVStateMachine, part: int, entries: list[tuple[int, bytes]]) -> list[CommandResult]:
+    batch = WriteBatch()
+    run = sm.begin(part, batch)
+    out = [run.apply(i, d) for i, d in entries]
+    sm.engine.write(batch, sync=False)
+    return out
+
+
+def test_put_get_delete_cas_and_batch(engine: StorageEngine) -> None:
+    sm = KVStateMachine(engine)
+    res = _apply(
+        sm,
+        3,
+        [
+            (1, b""),  # leader no-op
+            (2, encode_command(PutCommand(b"a", b"1"))),
+            (3, encode_command(CasCommand(b"a", b"1", b"2"))),  # sees the put in the overlay
+            (4, encode_command(CasCommand(b"a", b"1", b"3"))),  # fails: value is 2
+            (5, encode_command(DeleteCommand(b"zz"))),
+            (6, encode_command(WriteBatchCommand(((b"b", b"x"), (b"c", b"y"), (b"b", None))))),
+        ],
+    )
+    assert res[2] == CommandResult(ok=True, previous=b"1", existed=True)
+    assert res[3] == CommandResult(ok=False, previous=b"2", existed=True)
+    assert res[4] == CommandResult(existed=False)
+    assert sm.get(3, b"a") == b"2"
+    assert sm.get(3, b"b") is None and sm.get(3, b"c") == b"y"
+    assert sm.applied_index(3) == 6
+    assert sm.get(4, b"a") is None  # partitions are isolated
+    assert list(sm.scan(3)) == [(b"a", b"2"), (b"c", b"y")]
+
+
+def test_replayed_entries_after_restart_are_ignored(engine: StorageEngine) -> None:
+    sm = KVStateMachine(engine)
+    _apply(sm, 1, [(1, encode_command(PutCommand(b"k", b"v1")))])
+    _apply(sm, 1, [(2, encode_command(PutCommand(b"k", b"v2")))])
+    res = _apply(sm, 1, [(1, encode_command(PutCommand(b"k", b"OLD")))])
+    assert res[0].duplicate
+    assert sm.get(1, b"k") == b"v2"
+
+
+def test_retried_command_applies_once_with_several_in_flight(engine: StorageEngine) -> None:
+    sm = KVStateMachine(engine)
+    c5 = CasCommand(b"k", None, b"A", client_id="cli", seq=5)
+    c6 = PutCommand(b"j", b"B", client_id="cli", seq=6)
+    first = _apply(sm, 0, [(1, encode_command(c6)), (2, encode_command(c5))])
+    assert first[1].ok
+    # The client lost the answers and retries both (re-proposed at new indexes).
+    retry = _apply(sm, 0, [(3, encode_command(c5)), (4, encode_command(c6))])
+    assert retry[0].duplicate and retry[0].ok  # the cas reports its first outcome
+    assert retry[1].duplicate
+    # A different cas on the same key by the same client is a new command: fails.
+    c7 = CasCommand(b"k", None, b"C", client_id="cli", seq=7, acked=7)
+    assert not _apply(sm, 0, [(5, encode_command(c7))])[0].ok
+    # Once acked, an old seq is never re-applied even if it shows up again.
+    late = _apply(sm, 0, [(6, encode_command(PutCommand(b"k", b"LATE", "cli", 5)))])
+    assert late[0].duplicate and not late[0].ok
+    assert sm.get(0, b"k") == b"A"
+
+
+def test_sessions_expire_deterministically(engine: StorageEngine) -> None:
+    sm = KVStateMachine(engine, session_window=10, session_sweep_every=8)
+    _apply(sm, 0, [(1, encode_command(PutCommand(b"k", b"v", "old", 1)))])
+    entries = [(i, encode_command(PutCommand(b"x", b"y", "new", i))) for i in range(2, 30)]
+    _apply(sm, 0, entries)
+    # "old" was forgotten: the same seq now applies again (as a new session).
+    assert not _apply(sm, 0, [(30, encode_command(PutCommand(b"k", b"w", "old", 1)))])[0].duplicate
+
+
+def test_snapshot_restore_moves_data_and_sessions(engine: StorageEngine) -> None:
+    sm = KVStateMachine(engine)
+    _apply(
+        sm,
+        7,
+        [
+            (1, encode_command(PutCommand(b"a", b"1", "c", 1))),
+            (2, encode_command(PutCommand(b"b", b"2"))),
+        ],
+    )
+    snap = sm.snapshot_partition(7)
+    batch = WriteBatch()
+    _apply(sm, 8, [(1, encode_command(PutCommand(b"stale", b"x")))])
+    assert sm.restore_partition(8, snap, batch) == 2
+    engine.write(batch)
+    assert list(sm.scan(8)) == [(b"a", b"1"), (b"b", b"2")]
+    assert sm.applied_index(8) == 2
+    dup = _apply(sm, 8, [(3, encode_command(PutCommand(b"a", b"9", "c", 1)))])
+    assert dup[0].duplicate and sm.get(8, b"a") == b"1"

@@ -1,0 +1,299 @@
+"""Raft log storage on the node's storage engine, shared by every group on the node.
+
+Owns: the on-disk layout of Raft state (entries, hard state, membership, snapshots) for
+all groups in one :class:`atoll.core.StorageEngine`, the :class:`LogStorage` view the
+core reads, and staging of each ``Ready`` into a shared :class:`WriteBatch` so the host
+makes one write + one fsync per cycle for every group (DESIGN.md section 8).
+Never: decides what to write (the core's ``Ready`` does) or calls ``engine.write`` itself.
+
+Layout::
+
+    raft_log    u64 group | u64 index   -> u64 term | u8 kind | data
+    raft_state  u64 group | b"h"        -> hard state (JSON)
+                u64 group | b"c"        -> conf state (JSON)
+                u64 group | b"m"        -> snapshot meta (JSON)
+                u64 group | b"d"        -> [index, term] of the last compacted entry
+    raft_snap   u64 group               -> snapshot data
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import orjson
+
+from atoll.core import CorruptData, StorageEngine, WriteBatch
+
+from ._storage import LogCompacted, LogUnavailable, SnapshotOutOfDate, limit_size
+from ._types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
+
+__all__ = ["NS_LOG", "NS_SNAP", "NS_STATE", "EngineLogStorage"]
+
+NS_LOG = "raft_log"
+NS_STATE = "raft_state"
+NS_SNAP = "raft_snap"
+_G = struct.Struct(">Q")
+_GI = struct.Struct(">QQ")
+_E = struct.Struct(">QB")
+
+
+def _conf_doc(cs: ConfState) -> dict[str, Any]:
+    return {
+        "v": sorted(cs.voters),
+        "vo": sorted(cs.voters_outgoing),
+        "l": sorted(cs.learners),
+        "ln": sorted(cs.learners_next),
+        "al": cs.auto_leave,
+        "ap": sorted(cs.auto_promote),
+    }
+
+
+def _conf_from(doc: dict[str, Any]) -> ConfState:
+    return ConfState(
+        voters=frozenset(doc["v"]),
+        voters_outgoing=frozenset(doc["vo"]),
+        learners=frozenset(doc["l"]),
+        learners_next=frozenset(doc["ln"]),
+        auto_leave=bool(doc["al"]),
+        auto_promote=frozenset(doc["ap"]),
+    )
+
+
+class EngineLogStorage:
+    """One group's Raft storage inside the node's shared engine.
+
+    Reads go to the engine; the first/last index and the snapshot metadata are cached
+    in memory and updated by :meth:`commit_staged` once the host's batch is durable.
+    """
+
+    def __init__(self, engine: StorageEngine, group_id: int) -> None:
+        self.engine = engine
+        self.group_id = group_id
+        self._prefix = _G.pack(group_id)
+        for ns in (NS_LOG, NS_STATE, NS_SNAP):
+            engine.create_namespace(ns)
+        self._hs = self._load_hard_state()
+        self._cs = self._load_conf_state()
+        self._snap_meta = self._load_snap_meta()
+        if self._cs is None:
+            self._cs = self._snap_meta.conf_state
+        lo, hi = self._log_bounds()
+        last = None
+        for k, _ in engine.scan(NS_LOG, lo, hi, reverse=True, limit=1):
+            last = _GI.unpack(k)[1]
+        dummy = self._json(b"d") or [self._snap_meta.index, self._snap_meta.term]
+        self._dummy = (int(dummy[0]), int(dummy[1]))
+        self._first = self._dummy[0] + 1
+        self._last = last if last is not None and last >= self._first else self._dummy[0]
+        self._staged: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ keys
+
+    def _k(self, suffix: bytes) -> bytes:
+        return self._prefix + suffix
+
+    def _ek(self, index: int) -> bytes:
+        return _GI.pack(self.group_id, index)
+
+    def _log_bounds(self) -> tuple[bytes, bytes]:
+        return _GI.pack(self.group_id, 0), _GI.pack(self.group_id + 1, 0)
+
+    # ------------------------------------------------------------------ loading
+
+    def _json(self, suffix: bytes) -> Any:
+        raw = self.engine.get(NS_STATE, self._k(suffix))
+        if raw is None:
+            return None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise CorruptData(
+                f"raft state {suffix!r} of group {self.group_id} is not valid JSON: {exc}"
+            ) from exc
+
+    def _load_hard_state(self) -> HardState:
+        doc = self._json(b"h")
+        return HardState() if doc is None else HardState(doc["t"], doc["v"], doc["c"])
+
+    def _load_conf_state(self) -> ConfState | None:
+        doc = self._json(b"c")
+        return None if doc is None else _conf_from(doc)
+
+    def _load_snap_meta(self) -> SnapshotMeta:
+        doc = self._json(b"m")
+        if doc is None:
+            return SnapshotMeta()
+        return SnapshotMeta(doc["i"], doc["t"], _conf_from(doc["c"]))
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether nothing was ever stored for this group (a brand-new replica)."""
+        return self._last == 0 and self._hs == HardState() and self._dummy[0] == 0
+
+    # ------------------------------------------------------------------ LogStorage
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        """The persisted hard state and membership."""
+        assert self._cs is not None
+        return self._hs, self._cs
+
+    def first_index(self) -> int:
+        """Snapshot index + 1."""
+        return self._first
+
+    def last_index(self) -> int:
+        """Index of the last stored entry."""
+        return self._last
+
+    def term(self, index: int) -> int:
+        """Term of entry ``index``."""
+        if index == self._dummy[0]:
+            return self._dummy[1]
+        if index < self._first:
+            raise LogCompacted(f"group {self.group_id}: index {index} is compacted")
+        if index > self._last:
+            raise LogUnavailable(f"group {self.group_id}: index {index} > last {self._last}")
+        raw = self.engine.get(NS_LOG, self._ek(index))
+        if raw is None:
+            raise CorruptData(f"group {self.group_id}: log entry {index} is missing")
+        return _E.unpack_from(raw)[0]  # type: ignore[no-any-return]
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        """Entries ``[lo, hi)`` (at least one), at most ``max_bytes`` worth."""
+        if lo < self._first:
+            raise LogCompacted(f"group {self.group_id}: index {lo} is compacted")
+        if hi > self._last + 1:
+            raise LogUnavailable(f"group {self.group_id}: index {hi - 1} > last {self._last}")
+        out: list[Entry] = []
+        total = 0
+        for k, raw in self.engine.scan(NS_LOG, self._ek(lo), self._ek(hi)):
+            index = _GI.unpack(k)[1]
+            term, kind = _E.unpack_from(raw)
+            e = Entry(index, term, raw[_E.size :], EntryKind(kind))
+            out.append(e)
+            total += e.size
+            if max_bytes is not None and total > max_bytes:
+                break
+        if len(out) != hi - lo and (max_bytes is None or total <= max_bytes):
+            raise CorruptData(
+                f"group {self.group_id}: log entries [{lo}, {hi}) have gaps "
+                f"({len(out)} of {hi - lo} found)"
+            )
+        return limit_size(out, max_bytes)
+
+    def snapshot(self) -> Snapshot:
+        """The latest stored snapshot."""
+        data = self.engine.get(NS_SNAP, self._prefix) or b""
+        return Snapshot(self._snap_meta, data)
+
+    # ------------------------------------------------------------------ writes
+
+    def stage(
+        self,
+        batch: WriteBatch,
+        *,
+        hard_state: HardState | None,
+        entries: tuple[Entry, ...],
+        snapshot: Snapshot | None,
+    ) -> None:
+        """Add one Ready's persistence to ``batch``; :meth:`commit_staged` after the write."""
+        first, last = self._first, self._last
+        snap_meta = self._snap_meta
+        dummy = self._dummy
+        if snapshot is not None and not snapshot.is_empty:
+            if snapshot.meta.index <= snap_meta.index:
+                raise SnapshotOutOfDate(
+                    f"group {self.group_id}: snapshot {snapshot.meta.index} <= {snap_meta.index}"
+                )
+            lo, hi = self._log_bounds()
+            batch.delete_range(NS_LOG, lo, hi)
+            batch.put(NS_SNAP, self._prefix, snapshot.data)
+            self._put_snap_meta(batch, snapshot.meta)
+            self._put_conf(batch, snapshot.meta.conf_state)
+            snap_meta = snapshot.meta
+            dummy = (snap_meta.index, snap_meta.term)
+            self._put_dummy(batch, dummy)
+            last = snap_meta.index
+            first = last + 1
+        if entries:
+            start = entries[0].index
+            if start <= last:
+                batch.delete_range(NS_LOG, self._ek(start), self._ek(last + 1))
+            for e in entries:
+                batch.put(NS_LOG, self._ek(e.index), _E.pack(e.term, int(e.kind)) + e.data)
+            last = entries[-1].index
+        if hard_state is not None:
+            batch.put(
+                NS_STATE,
+                self._k(b"h"),
+                orjson.dumps({"t": hard_state.term, "v": hard_state.vote, "c": hard_state.commit}),
+            )
+        self._staged = {
+            "first": first,
+            "last": last,
+            "dummy": dummy,
+            "snap": snap_meta,
+            "hs": hard_state,
+            "cs": snapshot.meta.conf_state if snapshot is not None else None,
+        }
+
+    def commit_staged(self) -> None:
+        """The staged batch is durable: update the cached bounds."""
+        s = self._staged
+        if not s:
+            return
+        self._first, self._last, self._snap_meta = s["first"], s["last"], s["snap"]
+        self._dummy = s["dummy"]
+        if s["hs"] is not None:
+            self._hs = s["hs"]
+        if s["cs"] is not None:
+            self._cs = s["cs"]
+        self._staged = {}
+
+    def stage_conf_state(self, batch: WriteBatch, cs: ConfState) -> None:
+        """Persist the membership in force (after a conf change was applied)."""
+        self._put_conf(batch, cs)
+        self._cs = cs
+
+    def stage_bootstrap(self, batch: WriteBatch, voters: list[str]) -> None:
+        """A brand-new group: record its initial membership."""
+        cs = ConfState(voters=frozenset(voters))
+        self._put_conf(batch, cs)
+        self._cs = cs
+        self._snap_meta = SnapshotMeta(0, 0, cs)
+
+    def stage_compaction(
+        self, batch: WriteBatch, meta: SnapshotMeta, data: bytes, compact_to: int
+    ) -> None:
+        """Store a state-machine snapshot taken at ``meta.index`` and drop the log up to
+        ``compact_to`` (never past ``meta.index``)."""
+        compact_to = min(compact_to, meta.index, self._last)
+        batch.put(NS_SNAP, self._prefix, data)
+        self._put_snap_meta(batch, meta)
+        dummy = self._dummy
+        if compact_to >= self._first:
+            dummy = (compact_to, self.term(compact_to))
+            self._put_dummy(batch, dummy)
+            batch.delete_range(NS_LOG, self._ek(0), self._ek(compact_to + 1))
+        self._staged = {
+            "first": dummy[0] + 1,
+            "last": self._last,
+            "dummy": dummy,
+            "snap": meta,
+            "hs": None,
+            "cs": None,
+        }
+
+    def _put_snap_meta(self, batch: WriteBatch, meta: SnapshotMeta) -> None:
+        batch.put(
+            NS_STATE,
+            self._k(b"m"),
+            orjson.dumps({"i": meta.index, "t": meta.term, "c": _conf_doc(meta.conf_state)}),
+        )
+
+    def _put_dummy(self, batch: WriteBatch, dummy: tuple[int, int]) -> None:
+        batch.put(NS_STATE, self._k(b"d"), orjson.dumps(list(dummy)))
+
+    def _put_conf(self, batch: WriteBatch, cs: ConfState) -> None:
+        batch.put(NS_STATE, self._k(b"c"), orjson.dumps(_conf_doc(cs)))

@@ -1,0 +1,595 @@
+"""The multi-group Raft host: the anyio shell that runs many Raft groups on one node.
+
+Owns: ticking every group, stepping inbound messages, the Ready loop across all groups
+(one WriteBatch and one fsync per cycle for every group's log before any message that
+promises durability leaves), coalescing all messages to one peer into one frame per
+cycle, applying committed entries to each group's state machine, completing proposals
+and linearizable reads, snapshots and log compaction, and restart recovery.
+Never: implements Raft rules (the pure :class:`RaftNode` does) or knows what a state
+machine's commands mean.
+
+Order per cycle (etcd's): persist -> send -> apply -> advance. Leader appends and
+heartbeats (``Ready.messages``) are sent before the fsync finishes; votes and
+acknowledgements (``Ready.messages_after_persist``) only after it. The fsync runs in a
+worker thread, so the event loop keeps receiving while the disk works, and proposals
+that arrive meanwhile are batched into the next cycle (group commit).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import anyio
+import anyio.abc
+import attrs
+
+from atoll.core import (
+    Clock,
+    Frame,
+    FrameError,
+    LeaderChange,
+    MetricsRegistry,
+    NotLeader,
+    Rng,
+    StorageEngine,
+    StorageError,
+    SystemClock,
+    Timeout,
+    Transport,
+    TransportError,
+    Unavailable,
+    WriteBatch,
+    make_rng,
+)
+
+from ._core import RaftNode
+from ._engine_log import EngineLogStorage
+from ._ready import RaftConfig, Ready
+from ._types import Entry, EntryKind, Message, SnapshotMeta
+from ._wire import decode_message, encode_message
+
+__all__ = ["BATCH_FRAME", "GroupStateMachine", "RaftGroup", "RaftHost"]
+
+log = logging.getLogger("atoll.replication")
+
+BATCH_FRAME = "raft.batch"
+"""Frame type carrying every Raft message of one cycle from one node to one peer."""
+
+
+class GroupStateMachine(Protocol):
+    """What a Raft group applies its committed entries to."""
+
+    def applied_index(self) -> int:
+        """The last index applied durably (the host replays the log after it on restart)."""
+        ...
+
+    def apply(self, entries: Sequence[Entry], batch: WriteBatch) -> list[Any]:
+        """Apply ``entries`` in order, adding writes to ``batch``; one result per entry.
+
+        Conf-change entries are passed too (their payload is Raft's); a state machine
+        only records that their index is applied.
+        """
+        ...
+
+    def snapshot(self) -> bytes:
+        """Serialise the state machine as of its applied index."""
+        ...
+
+    def restore(self, data: bytes, batch: WriteBatch) -> None:
+        """Replace the state with a snapshot, adding the writes to ``batch``."""
+        ...
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    term: int
+    event: anyio.Event = attrs.field(factory=anyio.Event)
+    result: Any = None
+    error: Exception | None = None
+
+
+class RaftGroup:
+    """One group hosted on this node: its Raft node, log storage and state machine."""
+
+    def __init__(
+        self,
+        host: RaftHost,
+        node: RaftNode,
+        storage: EngineLogStorage,
+        sm: GroupStateMachine,
+    ) -> None:
+        self.host = host
+        self.node = node
+        self.storage = storage
+        self.sm = sm
+        self._waiters: dict[int, _Waiter] = {}
+        self._reads: dict[bytes, _Waiter] = {}
+        self._read_index: dict[bytes, int] = {}
+        self._read_ctx = itertools.count(1)
+
+    @property
+    def group_id(self) -> int:
+        """The group id."""
+        return self.node.group_id
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this node leads the group."""
+        return self.node.is_leader
+
+    @property
+    def leader_id(self) -> str | None:
+        """The leader this node knows of."""
+        return self.node.leader_id
+
+    async def propose(self, data: bytes, *, timeout: float) -> Any:
+        """Replicate ``data`` and return the state machine's result once applied here.
+
+        Raises NotLeader if this node is not the leader, Timeout if the entry is not
+        applied in time (its outcome is then unknown), Unavailable if it was overwritten
+        by a newer leader (it will never apply).
+        """
+        if self.host.degraded is not None:
+            err = self.host.degraded
+            raise type(err)(f"group {self.group_id} cannot accept writes: {err.message}")
+        ticket = self.node.propose(data)
+        if ticket is None:
+            raise NotLeader(leader_hint=self.node.leader_id)
+        w = _Waiter(ticket.term)
+        self._waiters[ticket.index] = w
+        self.host.wake()
+        with anyio.move_on_after(timeout):
+            await w.event.wait()
+        if not w.event.is_set():
+            self._waiters.pop(ticket.index, None)
+            raise Timeout(f"group {self.group_id}: entry {ticket.index} not applied in {timeout}s")
+        if w.error is not None:
+            raise w.error
+        return w.result
+
+    async def read_barrier(self, *, timeout: float) -> None:
+        """Wait until a linearizable read may be served locally (ReadIndex or lease)."""
+        ctx = next(self._read_ctx).to_bytes(8, "big")
+        w = _Waiter(0)
+        self._reads[ctx] = w
+        try:
+            self.node.read_index(ctx, lease=self.host.lease_reads)
+        except Exception:
+            self._reads.pop(ctx, None)
+            raise
+        self.host.wake()
+        with anyio.move_on_after(timeout):
+            await w.event.wait()
+        if not w.event.is_set():
+            self._reads.pop(ctx, None)
+            self._read_index.pop(ctx, None)
+            raise Timeout(f"group {self.group_id}: read index not confirmed in {timeout}s")
+        if w.error is not None:
+            raise w.error
+
+    # ------------------------------------------------------------ host callbacks
+
+    def _complete_applied(self, entries: Sequence[Entry], results: list[Any]) -> None:
+        for e, r in zip(entries, results, strict=True):
+            w = self._waiters.pop(e.index, None)
+            if w is None:
+                continue
+            if w.term == e.term:
+                w.result = r
+            else:
+                w.error = Unavailable(
+                    f"group {self.group_id}: entry {e.index} was replaced by a newer leader"
+                )
+            w.event.set()
+        self._serve_reads()
+
+    def _add_read_states(self, rd: Ready) -> None:
+        for rs in rd.read_states:
+            if rs.context in self._reads:
+                self._read_index[rs.context] = rs.index
+        self._serve_reads()
+
+    def _serve_reads(self) -> None:
+        applied = self.node.applied_index
+        for ctx, index in list(self._read_index.items()):
+            if index <= applied or index <= self.sm.applied_index():
+                self._read_index.pop(ctx)
+                w = self._reads.pop(ctx, None)
+                if w is not None:
+                    w.event.set()
+
+    def _fail_all(self, exc: Exception) -> None:
+        for w in list(self._reads.values()):
+            w.error = exc
+            w.event.set()
+        self._reads.clear()
+        self._read_index.clear()
+
+    def _on_leader_lost(self) -> None:
+        # Pending reads were dropped by the core; proposals may still commit under the
+        # next leader, so they keep waiting (and time out if they never apply).
+        self._fail_all(NotLeader(leader_hint=self.node.leader_id))
+
+
+class RaftHost:
+    """Runs every Raft group of a node over one storage engine and one transport.
+
+    :param resolve: maps a node id to its transport address (the cluster map or
+        membership knows); None means "unknown now": messages to it are dropped and the
+        group told the peer is unreachable.
+    :param sync: fsync each cycle's write. ``False`` is UNSAFE: acknowledged writes can
+        be lost if a majority crashes.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        engine: StorageEngine,
+        transport: Transport,
+        resolve: Callable[[str], str | None],
+        *,
+        tick_seconds: float = 0.1,
+        election_ticks: int = 10,
+        heartbeat_ticks: int = 1,
+        sync: bool = True,
+        lease_reads: bool = True,
+        max_clock_drift: float = 0.05,
+        snapshot_interval_entries: int = 10_000,
+        max_uncommitted_bytes: int = 64 * 1024 * 1024,
+        clock: Clock | None = None,
+        rng: Rng | None = None,
+        metrics: MetricsRegistry | None = None,
+        on_leader_change: Callable[[LeaderChange], None] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.engine = engine
+        self.transport = transport
+        self.resolve = resolve
+        self.tick_seconds = tick_seconds
+        self.election_ticks = election_ticks
+        self.heartbeat_ticks = heartbeat_ticks
+        self.sync = sync
+        self.lease_reads = lease_reads
+        self.max_clock_drift = max_clock_drift
+        self.snapshot_interval_entries = snapshot_interval_entries
+        self.max_uncommitted_bytes = max_uncommitted_bytes
+        self.clock = clock or SystemClock()
+        self.rng = rng or make_rng()
+        self.on_leader_change = on_leader_change
+        self.groups: dict[int, RaftGroup] = {}
+        self._wake_event = anyio.Event()
+        self._in_cycle = False
+        self._closed = False
+        self.degraded: StorageError | None = None
+        """The storage error blocking writes right now (None when healthy)."""
+        self.stats: dict[str, float] = {
+            "cycles": 0,
+            "fsyncs": 0,
+            "entries_persisted": 0,
+            "entries_applied": 0,
+            "frames_sent": 0,
+            "messages_sent": 0,
+            "messages_dropped": 0,
+            "bad_frames": 0,
+        }
+        self._m_fsync = self._m_proposals = self._m_leader_changes = None
+        if metrics is not None:
+            self._m_fsync = metrics.histogram(
+                "atoll_disk_wal_fsync_duration_seconds",
+                "Duration of the Raft host's batched log writes with fsync.",
+            )
+            self._m_proposals = metrics.counter(
+                "atoll_raft_proposals_committed_total", "Entries applied by all groups."
+            )
+            self._m_leader_changes = metrics.counter(
+                "atoll_raft_leader_changes_seen_total", "Leader changes seen by local groups."
+            )
+
+    # ------------------------------------------------------------------ groups
+
+    def add_group(
+        self,
+        group_id: int,
+        voters: Sequence[str],
+        sm: GroupStateMachine,
+        *,
+        bootstrap: bool = True,
+        priorities: dict[str, int] | None = None,
+    ) -> RaftGroup:
+        """Host a replica of ``group_id``.
+
+        A replica with no stored state and ``bootstrap=True`` starts with ``voters`` as
+        the group's initial membership (every initial replica must be given the same
+        list). With ``bootstrap=False`` it starts empty and waits for the leader to send
+        it a snapshot (a replica added by a membership change). A replica with stored
+        state recovers from its hard state, log and snapshot; ``voters`` is ignored.
+        """
+        if group_id in self.groups:
+            return self.groups[group_id]
+        storage = EngineLogStorage(self.engine, group_id)
+        if storage.is_empty and bootstrap:
+            batch = WriteBatch()
+            storage.stage_bootstrap(batch, list(voters))
+            self.engine.write(batch, sync=self.sync)
+        cfg = RaftConfig(
+            node_id=self.node_id,
+            group_id=group_id,
+            election_ticks=self.election_ticks,
+            heartbeat_ticks=self.heartbeat_ticks,
+            applied=max(sm.applied_index(), storage.first_index() - 1),
+            tick_seconds=self.tick_seconds,
+            max_clock_drift=self.max_clock_drift,
+            lease_reads=self.lease_reads,
+            max_uncommitted_bytes=self.max_uncommitted_bytes,
+            snapshot_interval_entries=self.snapshot_interval_entries,
+            forward_proposals=False,
+            priorities=dict(priorities or {}),
+        )
+        node = RaftNode(cfg, storage, rng=make_rng(self.rng.getrandbits(64)), clock=self.clock)
+        group = RaftGroup(self, node, storage, sm)
+        self.groups[group_id] = group
+        self.wake()
+        return group
+
+    def group(self, group_id: int) -> RaftGroup | None:
+        """The local replica of ``group_id``, if hosted here."""
+        return self.groups.get(group_id)
+
+    def remove_group(self, group_id: int) -> None:
+        """Stop hosting ``group_id`` (its stored data stays until deleted)."""
+        g = self.groups.pop(group_id, None)
+        if g is not None:
+            g._fail_all(Unavailable(f"group {group_id} was removed from this node"))
+
+    # ------------------------------------------------------------------ running
+
+    def wake(self) -> None:
+        """Ask the loop to run a cycle now (new proposal, read or inbound message)."""
+        self._wake_event.set()
+
+    async def handle_frame(self, frame: Frame, sender: str) -> None:
+        """Step every message of an inbound ``raft.batch`` frame into its group."""
+        try:
+            msgs = decode_batch(frame)
+        except FrameError as exc:
+            self.stats["bad_frames"] += 1
+            log.warning("dropping malformed raft frame from %s: %s", sender, exc)
+            return
+        for m in msgs:
+            g = self.groups.get(m.group_id)
+            if g is None or m.dst != self.node_id:
+                continue
+            try:
+                g.node.step(m)
+            except Exception as exc:  # a bad message must never stop the node
+                self.stats["bad_frames"] += 1
+                log.warning("group %d: message from %s rejected: %r", m.group_id, sender, exc)
+        self.wake()
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the ticker and the Ready loop until cancelled.
+
+        The ticker is its own task: while a cycle waits for a slow fsync, ticks still
+        happen and the messages that may leave early (heartbeats, their responses,
+        appends) are sent at once, so a stalled disk never costs a leader its followers.
+        """
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._ticker)
+            task_status.started()
+            while not self._closed:
+                await self._wake_event.wait()
+                self._wake_event = anyio.Event()
+                self._in_cycle = True
+                try:
+                    await self.cycle()
+                finally:
+                    self._in_cycle = False
+            tg.cancel_scope.cancel()
+
+    async def _ticker(self) -> None:
+        next_tick = anyio.current_time() + self.tick_seconds
+        while not self._closed:
+            await anyio.sleep(max(0.0, next_tick - anyio.current_time()))
+            now = anyio.current_time()
+            for g in list(self.groups.values()):
+                g.node.tick()
+            # Never bunch up ticks after a stall: one tick per interval, from now.
+            next_tick = max(next_tick + self.tick_seconds, now + self.tick_seconds / 2)
+            if self._in_cycle:
+                early = [m for g in list(self.groups.values()) for m in g.node.take_messages()]
+                if early:
+                    await self._send_all(early)
+            self.wake()
+
+    async def cycle(self) -> int:
+        """Handle every group's pending Ready once; returns how many groups had one."""
+        readies: list[tuple[RaftGroup, Ready]] = [
+            (g, g.node.ready()) for g in list(self.groups.values()) if g.node.has_ready()
+        ]
+        if not readies:
+            return 0
+        self.stats["cycles"] += 1
+        # 1. persist (every group, one batch, one fsync), sending leader appends meanwhile
+        batch = WriteBatch()
+        must_sync = False
+        for g, rd in readies:
+            g.storage.stage(
+                batch, hard_state=rd.hard_state, entries=rd.entries, snapshot=rd.snapshot
+            )
+            if rd.snapshot is not None and not rd.snapshot.is_empty:
+                g.sm.restore(rd.snapshot.data, batch)
+            must_sync |= rd.must_sync
+            self.stats["entries_persisted"] += len(rd.entries)
+        early = [m for _, rd in readies for m in rd.messages]
+        async with anyio.create_task_group() as tg:
+            if early:
+                tg.start_soon(self._send_all, early)
+            if batch:
+                await self._write(batch, sync=must_sync and self.sync)
+        for g, _ in readies:
+            g.storage.commit_staged()
+        # 2. messages that promise durability
+        late = [m for _, rd in readies for m in rd.messages_after_persist]
+        if late:
+            await self._send_all(late)
+        # 3. apply
+        apply_batch = WriteBatch()
+        applied: list[tuple[RaftGroup, tuple[Entry, ...], list[Any]]] = []
+        for g, rd in readies:
+            if rd.committed_entries:
+                results = g.sm.apply(rd.committed_entries, apply_batch)
+                applied.append((g, rd.committed_entries, results))
+                self.stats["entries_applied"] += len(rd.committed_entries)
+                if self._m_proposals is not None:
+                    self._m_proposals.inc(
+                        sum(
+                            1 for e in rd.committed_entries if e.kind is EntryKind.NORMAL and e.data
+                        )
+                    )
+            if rd.conf_state is not None:
+                g.storage.stage_conf_state(apply_batch, rd.conf_state)
+        if apply_batch:
+            # Not fsynced: the log is durable, so a crash replays from the applied index.
+            await self._write(apply_batch, sync=False)
+        for g, entries, results in applied:
+            g._complete_applied(entries, results)
+        # 4. reads, events, snapshots, advance
+        snap_batch = WriteBatch()
+        compacted: list[RaftGroup] = []
+        for g, rd in readies:
+            for ev in rd.events:
+                if isinstance(ev, LeaderChange):
+                    self._leader_changed(g, ev)
+            if rd.snapshot_request is not None:
+                self._stage_snapshot(g, snap_batch)
+                compacted.append(g)
+        for g, rd in readies:
+            g.node.advance(rd)
+            g._add_read_states(rd)
+        if snap_batch:
+            await self._write(snap_batch, sync=False)
+            for g in compacted:
+                g.storage.commit_staged()
+        return len(readies)
+
+    def _stage_snapshot(self, g: RaftGroup, batch: WriteBatch) -> None:
+        applied = g.sm.applied_index()
+        if applied < g.storage.first_index():
+            return
+        meta = SnapshotMeta(applied, g.storage.term(applied), g.node.conf_state)
+        g.storage.stage_compaction(batch, meta, g.sm.snapshot(), g.node.compaction_floor())
+
+    def _leader_changed(self, g: RaftGroup, ev: LeaderChange) -> None:
+        if self._m_leader_changes is not None:
+            self._m_leader_changes.inc()
+        if ev.leader_id != self.node_id:
+            g._on_leader_lost()
+        if self.on_leader_change is not None:
+            try:
+                self.on_leader_change(ev)
+            except Exception:
+                log.exception("leader change callback failed")
+
+    async def _write(self, batch: WriteBatch, *, sync: bool) -> None:
+        """Write ``batch``; on a storage failure keep retrying the same batch.
+
+        Nothing was acknowledged for this batch yet, so retrying is safe; until it
+        succeeds no Ready advances (no entry is acknowledged or applied) and new
+        proposals fail fast with the storage error, while the node keeps answering.
+        """
+        t0 = time.perf_counter()
+        delay = 0.05
+        while True:
+            try:
+                await anyio.to_thread.run_sync(lambda: self.engine.write(batch, sync=sync))
+                break
+            except StorageError as exc:
+                if self.degraded is None:
+                    log.error("storage write failed, retrying until it succeeds: %s", exc)
+                self.degraded = exc
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        if self.degraded is not None:
+            log.warning("storage writes succeed again")
+            self.degraded = None
+        if sync:
+            self.stats["fsyncs"] += 1
+            if self._m_fsync is not None:
+                self._m_fsync.observe(time.perf_counter() - t0)
+
+    async def _send_all(self, msgs: Sequence[Message]) -> None:
+        by_peer: dict[str, list[Message]] = {}
+        for m in msgs:
+            by_peer.setdefault(m.dst, []).append(m)
+        for peer, ms in by_peer.items():
+            await self._send_peer(peer, ms)
+
+    async def _send_peer(self, peer: str, msgs: list[Message]) -> None:
+        address = self.resolve(peer)
+        if address is None:
+            self._unreachable(peer, msgs)
+            return
+        try:
+            await self.transport.send(address, encode_batch(msgs))
+        except (TransportError, OSError) as exc:
+            log.debug("send to %s (%s) failed: %r", peer, address, exc)
+            self._unreachable(peer, msgs)
+            return
+        self.stats["frames_sent"] += 1
+        self.stats["messages_sent"] += len(msgs)
+
+    def _unreachable(self, peer: str, msgs: list[Message]) -> None:
+        self.stats["messages_dropped"] += len(msgs)
+        for gid in {m.group_id for m in msgs}:
+            g = self.groups.get(gid)
+            if g is not None:
+                g.node.report_unreachable(peer)
+
+    async def close(self) -> None:
+        """Stop the loop and fail waiting requests."""
+        self._closed = True
+        self.wake()
+        for g in self.groups.values():
+            g._fail_all(Unavailable("node is shutting down"))
+
+
+def encode_batch(msgs: Sequence[Message]) -> Frame:
+    """One frame carrying ``msgs`` (all to the same peer)."""
+    headers: list[Any] = []
+    atts: list[bytes] = []
+    for m in msgs:
+        h, a = encode_message(m)
+        headers.append([h, len(a)])
+        atts.extend(a)
+    return Frame(BATCH_FRAME, {"m": headers}, tuple(atts))
+
+
+def decode_batch(frame: Frame) -> list[Message]:
+    """Inverse of :func:`encode_batch`; raises FrameError on malformed input."""
+    hs = frame.header.get("m")
+    if frame.type != BATCH_FRAME or not isinstance(hs, list):
+        raise FrameError(f"not a raft batch frame: {frame.type!r}")
+    out: list[Message] = []
+    pos = 0
+    atts = frame.attachments
+    for item in hs:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not isinstance(item[0], dict)
+            or not isinstance(item[1], int)
+            or item[1] < 0
+            or pos + item[1] > len(atts)
+        ):
+            raise FrameError("raft batch frame: malformed message entry")
+        out.append(decode_message(item[0], tuple(atts[pos : pos + item[1]])))
+        pos += item[1]
+    if pos != len(atts):
+        raise FrameError("raft batch frame: attachments left over")
+    return out

@@ -1,0 +1,167 @@
+"""The wire form of Raft messages: a compact JSON-safe header plus raw byte attachments.
+
+Owns: converting a :class:`Message` to and from ``(header, attachments)`` and an
+:class:`atoll.core.Frame` of type ``"raft"``. Entry payloads, read contexts and snapshot
+chunks travel as attachments, never base64.
+Never: does IO; malformed input raises :class:`atoll.core.FrameError`, never crashes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from atoll.core import Frame, FrameError
+
+from ._types import ConfState, Entry, EntryKind, Message, MessageType, SnapshotMeta
+
+__all__ = ["FRAME_TYPE", "decode_message", "encode_message", "frame_to_message", "message_to_frame"]
+
+FRAME_TYPE = "raft"
+
+
+def _conf_to_doc(cs: ConfState) -> dict[str, Any]:
+    doc: dict[str, Any] = {"v": sorted(cs.voters)}
+    if cs.voters_outgoing:
+        doc["vo"] = sorted(cs.voters_outgoing)
+    if cs.learners:
+        doc["l"] = sorted(cs.learners)
+    if cs.learners_next:
+        doc["ln"] = sorted(cs.learners_next)
+    if cs.auto_leave:
+        doc["al"] = True
+    if cs.auto_promote:
+        doc["ap"] = sorted(cs.auto_promote)
+    return doc
+
+
+def _ids(doc: dict[str, Any], key: str) -> frozenset[str]:
+    v = doc.get(key, [])
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise FrameError(f"raft message: conf state field {key!r} is not a list of node ids")
+    return frozenset(v)
+
+
+def _conf_from_doc(doc: Any) -> ConfState:
+    if not isinstance(doc, dict):
+        raise FrameError("raft message: conf state is not an object")
+    return ConfState(
+        voters=_ids(doc, "v"),
+        voters_outgoing=_ids(doc, "vo"),
+        learners=_ids(doc, "l"),
+        learners_next=_ids(doc, "ln"),
+        auto_leave=bool(doc.get("al", False)),
+        auto_promote=_ids(doc, "ap"),
+    )
+
+
+def encode_message(m: Message) -> tuple[dict[str, Any], tuple[bytes, ...]]:
+    """The header document and attachments of ``m``; default fields are omitted.
+
+    Attachments are: each entry's data in order, then the context, then the snapshot
+    chunk.
+    """
+    h: dict[str, Any] = {"y": int(m.type), "g": m.group_id, "s": m.src, "d": m.dst}
+    if m.term:
+        h["t"] = m.term
+    if m.log_term:
+        h["lt"] = m.log_term
+    if m.index:
+        h["i"] = m.index
+    if m.commit:
+        h["c"] = m.commit
+    if m.reject:
+        h["r"] = True
+    if m.reject_hint:
+        h["rh"] = m.reject_hint
+    if m.stamp:
+        h["st"] = m.stamp
+    if m.entries:
+        h["e"] = [[e.index, e.term, int(e.kind)] for e in m.entries]
+    if m.snapshot is not None:
+        h["sn"] = [m.snapshot.index, m.snapshot.term, _conf_to_doc(m.snapshot.conf_state)]
+    if m.snap_offset:
+        h["so"] = m.snap_offset
+    if m.snap_done:
+        h["sd"] = True
+    return h, (*(e.data for e in m.entries), m.context, m.snap_data)
+
+
+def _int(h: dict[str, Any], key: str) -> int:
+    v = h.get(key, 0)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise FrameError(f"raft message: field {key!r} is not a non-negative integer: {v!r}")
+    return v
+
+
+def decode_message(header: dict[str, Any], attachments: tuple[bytes, ...]) -> Message:
+    """Rebuild the :class:`Message` that :func:`encode_message` produced."""
+    try:
+        kind = MessageType(_int(header, "y"))
+    except ValueError as exc:
+        raise FrameError(f"raft message: unknown type {header.get('y')!r}") from exc
+    src, dst = header.get("s"), header.get("d")
+    if not isinstance(src, str) or not isinstance(dst, str):
+        raise FrameError("raft message: source and destination must be node id strings")
+    raw_entries = header.get("e", [])
+    if not isinstance(raw_entries, list):
+        raise FrameError("raft message: entries 'e' is not a list")
+    if len(attachments) != len(raw_entries) + 2:
+        raise FrameError(
+            f"raft message: {len(raw_entries)} entries need {len(raw_entries) + 2} "
+            f"attachments, got {len(attachments)}"
+        )
+    entries: list[Entry] = []
+    for meta, data in zip(raw_entries, attachments, strict=False):
+        if (
+            not isinstance(meta, list)
+            or len(meta) != 3
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in meta)
+        ):
+            raise FrameError(f"raft message: bad entry header {meta!r}")
+        try:
+            entries.append(Entry(meta[0], meta[1], data, EntryKind(meta[2])))
+        except ValueError as exc:
+            raise FrameError(f"raft message: unknown entry kind {meta[2]!r}") from exc
+    snapshot = None
+    if "sn" in header:
+        sn = header["sn"]
+        if not isinstance(sn, list) or len(sn) != 3:
+            raise FrameError(f"raft message: bad snapshot metadata {sn!r}")
+        snapshot = SnapshotMeta(
+            _int({"x": sn[0]}, "x"), _int({"x": sn[1]}, "x"), _conf_from_doc(sn[2])
+        )
+    stamp = header.get("st", 0.0)
+    if not isinstance(stamp, int | float) or isinstance(stamp, bool):
+        raise FrameError(f"raft message: stamp is not a number: {stamp!r}")
+    return Message(
+        type=kind,
+        group_id=_int(header, "g"),
+        src=src,
+        dst=dst,
+        term=_int(header, "t"),
+        log_term=_int(header, "lt"),
+        index=_int(header, "i"),
+        commit=_int(header, "c"),
+        entries=tuple(entries),
+        reject=bool(header.get("r", False)),
+        reject_hint=_int(header, "rh"),
+        context=attachments[-2],
+        stamp=float(stamp),
+        snapshot=snapshot,
+        snap_offset=_int(header, "so"),
+        snap_data=attachments[-1],
+        snap_done=bool(header.get("sd", False)),
+    )
+
+
+def message_to_frame(m: Message) -> Frame:
+    """Wrap ``m`` in a frame of type ``"raft"``."""
+    header, attachments = encode_message(m)
+    return Frame(FRAME_TYPE, header, attachments)
+
+
+def frame_to_message(frame: Frame) -> Message:
+    """Unwrap a ``"raft"`` frame (raises :class:`FrameError` for any other)."""
+    if frame.type != FRAME_TYPE:
+        raise FrameError(f"frame of type {frame.type!r} is not a raft message")
+    return decode_message(frame.header, frame.attachments)

@@ -1,0 +1,292 @@
+"""The multi-group Raft host on real (memory and LMDB) storage and the memory transport.
+
+Real time, fast ticks (10 ms); every wait polls a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from atoll.core import (
+    DiskFull,
+    Frame,
+    NotLeader,
+    StorageConfig,
+    StorageEngine,
+    Timeout,
+    WriteBatch,
+    make_plugin_manager,
+    open_storage,
+)
+from atoll.replication import Entry, EntryKind
+from atoll.replication._host import BATCH_FRAME, RaftHost
+from atoll.testing import MemoryNetwork
+from atoll.transport.memory import MemoryTransport
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class LogSM:
+    """A test state machine: records every applied entry of its group in the engine."""
+
+    def __init__(self, engine: StorageEngine, group: int) -> None:
+        self.engine = engine
+        self.group = group
+        engine.create_namespace("t")
+        self._applied_key = struct.pack(">IQ", group, 0)
+
+    def applied_index(self) -> int:
+        raw = self.engine.get("t", self._applied_key)
+        return struct.unpack(">Q", raw)[0] if raw else 0
+
+    def apply(self, entries: Sequence[Entry], batch: WriteBatch) -> list[Any]:
+        out = []
+        for e in entries:
+            if e.kind is EntryKind.NORMAL and e.data:
+                batch.put("t", struct.pack(">IQ", self.group, e.index), e.data)
+            out.append(e.index)
+        batch.put("t", self._applied_key, struct.pack(">Q", entries[-1].index))
+        return out
+
+    def values(self) -> list[bytes]:
+        lo, hi = struct.pack(">IQ", self.group, 1), struct.pack(">IQ", self.group + 1, 0)
+        return [v for _, v in self.engine.scan("t", lo, hi)]
+
+    def snapshot(self) -> bytes:
+        return b"\n".join(self.values())
+
+    def restore(self, data: bytes, batch: WriteBatch) -> None:
+        raise AssertionError("not expected in these tests")
+
+
+def _engine(backend: str, path: Path) -> StorageEngine:
+    module = __import__(f"atoll.storage.{backend}._plugin", fromlist=["_plugin"])
+    pm = make_plugin_manager([module], load_entry_points=False)
+    return open_storage(pm, StorageConfig(backend=backend, sync=True), str(path))
+
+
+class Cluster:
+    def __init__(
+        self, tg: Any, net: MemoryNetwork, ids: list[str], engines: dict[str, StorageEngine]
+    ):
+        self.tg = tg
+        self.net = net
+        self.ids = ids
+        self.engines = engines
+        self.hosts: dict[str, RaftHost] = {}
+        self.transports: dict[str, MemoryTransport] = {}
+        self.sms: dict[tuple[str, int], LogSM] = {}
+
+    async def start(self, nid: str, groups: Sequence[int]) -> None:
+        t = MemoryTransport(self.net, nid)
+        host = RaftHost(nid, self.engines[nid], t, lambda peer: peer, tick_seconds=0.01)
+
+        async def handler(frame: Frame, sender: str) -> Frame | None:
+            if frame.type == BATCH_FRAME:
+                await host.handle_frame(frame, sender)
+            return None
+
+        await t.start(handler)
+        for g in groups:
+            sm = LogSM(self.engines[nid], g)
+            self.sms[(nid, g)] = sm
+            host.add_group(g, self.ids, sm)
+        self.hosts[nid] = host
+        self.transports[nid] = t
+        await self.tg.start(host.run)
+
+    async def stop(self, nid: str) -> None:
+        await self.hosts.pop(nid).close()
+        await self.transports.pop(nid).close()
+
+    def leader(self, group: int) -> str | None:
+        leaders = [n for n, h in self.hosts.items() if h.groups[group].is_leader]
+        return leaders[0] if len(leaders) == 1 else None
+
+
+async def wait_for(cond: Callable[[], Any], timeout: float = 10.0) -> Any:
+    with anyio.fail_after(timeout):
+        while True:
+            v = cond()
+            if v:
+                return v
+            await anyio.sleep(0.005)
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    ids = ["n1", "n2", "n3"]
+    async with anyio.create_task_group() as tg:
+        c = Cluster(tg, MemoryNetwork(), ids, {n: _engine("memory", tmp_path / n) for n in ids})
+        for n in ids:
+            await c.start(n, [1, 2])
+        yield c
+        for n in list(c.hosts):
+            await c.stop(n)
+        tg.cancel_scope.cancel()
+
+
+async def test_elects_replicates_and_applies_on_every_replica(cluster: Cluster) -> None:
+    leader = await wait_for(lambda: cluster.leader(1))
+    g = cluster.hosts[leader].groups[1]
+    async with anyio.create_task_group() as tg:
+        for i in range(50):
+            tg.start_soon(lambda i=i: g.propose(f"v{i}".encode(), timeout=5))
+    await wait_for(lambda: all(len(cluster.sms[(n, 1)].values()) == 50 for n in cluster.ids))
+    assert cluster.sms[("n1", 1)].values() == cluster.sms[("n2", 1)].values()
+    # group commit: 50 concurrent proposals took far fewer fsyncs than entries
+    assert cluster.hosts[leader].stats["fsyncs"] < 50
+
+
+async def test_propose_returns_the_applied_result_and_reads_need_the_leader(
+    cluster: Cluster,
+) -> None:
+    leader = await wait_for(lambda: cluster.leader(2))
+    g = cluster.hosts[leader].groups[2]
+    index = await g.propose(b"hello", timeout=5)
+    assert isinstance(index, int) and index > 0
+    await g.read_barrier(timeout=5)
+    follower = next(n for n in cluster.ids if n != leader)
+    fg = cluster.hosts[follower].groups[2]
+    with pytest.raises(NotLeader) as exc:
+        await fg.propose(b"x", timeout=1)
+    assert exc.value.leader_hint == leader
+
+
+async def test_isolated_leader_is_replaced_and_catches_up_after_heal(cluster: Cluster) -> None:
+    old = await wait_for(lambda: cluster.leader(1))
+    await cluster.hosts[old].groups[1].propose(b"before", timeout=5)
+    cluster.net.isolate(old)
+    new = await wait_for(
+        lambda: next(
+            (n for n in cluster.ids if n != old and cluster.hosts[n].groups[1].is_leader), None
+        )
+    )
+    await cluster.hosts[new].groups[1].propose(b"after", timeout=5)
+    cluster.net.heal()
+    await wait_for(lambda: cluster.sms[(old, 1)].values() == [b"before", b"after"])
+    await wait_for(lambda: not cluster.hosts[old].groups[1].is_leader)
+
+
+async def test_restart_recovers_log_and_state_from_lmdb(tmp_path: Path) -> None:
+    ids = ["a", "b", "c"]
+    net = MemoryNetwork()
+    async with anyio.create_task_group() as tg:
+        c = Cluster(tg, net, ids, {n: _engine("lmdb", tmp_path / n) for n in ids})
+        for n in ids:
+            await c.start(n, [7])
+        leader = await wait_for(lambda: c.leader(7))
+        for i in range(20):
+            await c.hosts[leader].groups[7].propose(b"%d" % i, timeout=5)
+        await wait_for(lambda: all(len(c.sms[(n, 7)].values()) == 20 for n in ids))
+        for n in ids:
+            await c.stop(n)
+            c.engines[n].close()
+        # Restart every node from its files.
+        c.engines = {n: _engine("lmdb", tmp_path / n) for n in ids}
+        for n in ids:
+            await c.start(n, [7])
+        assert c.sms[("a", 7)].values() == [b"%d" % i for i in range(20)]
+        leader = await wait_for(lambda: c.leader(7))
+        await c.hosts[leader].groups[7].propose(b"20", timeout=5)
+        await wait_for(lambda: all(len(c.sms[(n, 7)].values()) == 21 for n in ids))
+        for n in ids:
+            await c.stop(n)
+            c.engines[n].close()
+        tg.cancel_scope.cancel()
+
+
+class StallableEngine:
+    """Wraps an engine; while ``stall`` is set, synced writes block (a stalled disk)."""
+
+    def __init__(self, inner: StorageEngine) -> None:
+        self._inner = inner
+        self.stalled = threading.Event()
+        self.release = threading.Event()
+
+    def write(self, batch: WriteBatch, *, sync: bool | None = None) -> None:
+        if sync and self.stalled.is_set():
+            self.release.wait(timeout=30)
+        self._inner.write(batch, sync=sync)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def test_a_stalled_leader_disk_does_not_start_elections(tmp_path: Path) -> None:
+    ids = ["a", "b", "c"]
+    engines = {n: StallableEngine(_engine("memory", tmp_path / n)) for n in ids}
+    async with anyio.create_task_group() as tg:
+        c = Cluster(tg, MemoryNetwork(), ids, engines)  # type: ignore[arg-type]
+        for n in ids:
+            await c.start(n, [3])
+        leader = await wait_for(lambda: c.leader(3))
+        g = c.hosts[leader].groups[3]
+        await g.propose(b"before", timeout=5)
+        terms = {n: c.hosts[n].groups[3].node.status().term for n in ids}
+        engines[leader].stalled.set()  # type: ignore[index]
+
+        async def stuck_proposal() -> None:
+            await g.propose(b"during", timeout=30)
+
+        tg.start_soon(stuck_proposal)
+        # 2 s of stalled disk = 20 election timeouts at this tick rate.
+        with anyio.move_on_after(2.0):  # the stall's duration, not a synchronisation wait
+            while True:
+                await anyio.sleep(0.05)
+                for n in ids:
+                    assert c.hosts[n].groups[3].node.status().term == terms[n], n
+                assert c.hosts[leader].groups[3].is_leader
+        engines[leader].release.set()  # type: ignore[index]
+        await wait_for(lambda: all(len(c.sms[(n, 3)].values()) == 2 for n in ids))
+        for n in ids:
+            await c.stop(n)
+        tg.cancel_scope.cancel()
+
+
+class FailingEngine(StallableEngine):
+    """Synced writes raise DiskFull while ``stalled`` is set."""
+
+    def write(self, batch: WriteBatch, *, sync: bool | None = None) -> None:
+        if sync and self.stalled.is_set():
+            raise DiskFull("no space left on device (test)")
+        self._inner.write(batch, sync=sync)
+
+
+async def test_a_full_disk_fails_writes_clearly_and_recovers(tmp_path: Path) -> None:
+    ids = ["a", "b", "c"]
+    engines = {n: FailingEngine(_engine("memory", tmp_path / n)) for n in ids}
+    async with anyio.create_task_group() as tg:
+        c = Cluster(tg, MemoryNetwork(), ids, engines)  # type: ignore[arg-type]
+        for n in ids:
+            await c.start(n, [4])
+        leader = await wait_for(lambda: c.leader(4))
+        g = c.hosts[leader].groups[4]
+        await g.propose(b"one", timeout=5)
+        engines[leader].stalled.set()  # type: ignore[index]
+        with pytest.raises(Timeout):  # accepted before the failure was seen: outcome unknown
+            await g.propose(b"two", timeout=1)
+        await wait_for(lambda: c.hosts[leader].degraded is not None)
+        with pytest.raises(DiskFull, match="cannot accept writes"):
+            await g.propose(b"three", timeout=1)
+        engines[leader].stalled.clear()  # type: ignore[index]
+        await wait_for(lambda: c.hosts[leader].degraded is None)
+        now_leader = await wait_for(lambda: c.leader(4))
+        await c.hosts[now_leader].groups[4].propose(b"four", timeout=5)
+        # nothing acknowledged was lost; "two" applied once the disk came back
+        await wait_for(lambda: c.sms[(leader, 4)].values() == [b"one", b"two", b"four"])
+        for n in ids:
+            await c.stop(n)
+        tg.cancel_scope.cancel()
