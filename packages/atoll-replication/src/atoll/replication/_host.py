@@ -10,7 +10,9 @@ machine's commands mean.
 
 Order per cycle (etcd's): persist -> send -> apply -> advance. Leader appends and
 heartbeats (``Ready.messages``) are sent before the fsync finishes; votes and
-acknowledgements (``Ready.messages_after_persist``) only after it. The fsync runs in a
+acknowledgements (``Ready.messages_after_persist``) only after it. Committed entries'
+state-machine writes join the same batch as the log (one write, one fsync per cycle),
+and their waiters complete only after that write is durable. The fsync runs in a
 worker thread, so the event loop keeps receiving while the disk works, and proposals
 that arrive meanwhile are batched into the next cycle (group commit).
 """
@@ -415,48 +417,35 @@ class RaftHost:
         if not readies:
             return 0
         self.stats["cycles"] += 1
-        # 1. persist (every group, one batch, one fsync), sending leader appends meanwhile
+        # 1. persist every group's Ready into one batch (one fsync for all of them)
         batch = WriteBatch()
         must_sync = False
+        restored = False
         for g, rd in readies:
             g.storage.stage(
                 batch, hard_state=rd.hard_state, entries=rd.entries, snapshot=rd.snapshot
             )
             if rd.snapshot is not None and not rd.snapshot.is_empty:
                 g.sm.restore(rd.snapshot.data, batch)
+                restored = True
             must_sync |= rd.must_sync
             self.stats["entries_persisted"] += len(rd.entries)
-        early = [m for _, rd in readies for m in rd.messages]
-        async with anyio.create_task_group() as tg:
-            if early:
-                tg.start_soon(self._send_all, early)
-            if batch:
-                await self._write(batch, sync=must_sync and self.sync)
-        for g, _ in readies:
-            g.storage.commit_staged()
-        # 2. messages that promise durability
+        # 2. apply committed entries. Without a snapshot in this cycle their writes join
+        # the same batch, so the log, the applied index and the data become durable in
+        # one atomic write; after a snapshot restore they need the restored state, so
+        # they go in a second write.
+        apply_batch = WriteBatch() if restored else batch
+        if restored:
+            await self._persist(batch, readies, sync=must_sync and self.sync)
+        applied = self._apply(readies, apply_batch)
+        if not restored:
+            await self._persist(batch, readies, sync=must_sync and self.sync)
+        elif apply_batch:
+            await self._write(apply_batch, sync=False)
+        # 3. messages that promise durability, then the waiters of applied entries
         late = [m for _, rd in readies for m in rd.messages_after_persist]
         if late:
             await self._send_all(late)
-        # 3. apply
-        apply_batch = WriteBatch()
-        applied: list[tuple[RaftGroup, tuple[Entry, ...], list[Any]]] = []
-        for g, rd in readies:
-            if rd.committed_entries:
-                results = g.sm.apply(rd.committed_entries, apply_batch)
-                applied.append((g, rd.committed_entries, results))
-                self.stats["entries_applied"] += len(rd.committed_entries)
-                if self._m_proposals is not None:
-                    self._m_proposals.inc(
-                        sum(
-                            1 for e in rd.committed_entries if e.kind is EntryKind.NORMAL and e.data
-                        )
-                    )
-            if rd.conf_state is not None:
-                g.storage.stage_conf_state(apply_batch, rd.conf_state)
-        if apply_batch:
-            # Not fsynced: the log is durable, so a crash replays from the applied index.
-            await self._write(apply_batch, sync=False)
         for g, entries, results in applied:
             g._complete_applied(entries, results)
         # 4. reads, events, snapshots, advance
@@ -477,6 +466,39 @@ class RaftHost:
             for g in compacted:
                 g.storage.commit_staged()
         return len(readies)
+
+    async def _persist(
+        self, batch: WriteBatch, readies: list[tuple[RaftGroup, Ready]], *, sync: bool
+    ) -> None:
+        """Write ``batch`` while the messages that may leave early are sent."""
+        early = [m for _, rd in readies for m in rd.messages]
+        async with anyio.create_task_group() as tg:
+            if early:
+                tg.start_soon(self._send_all, early)
+            if batch:
+                await self._write(batch, sync=sync)
+        for g, _ in readies:
+            g.storage.commit_staged()
+
+    def _apply(
+        self, readies: list[tuple[RaftGroup, Ready]], batch: WriteBatch
+    ) -> list[tuple[RaftGroup, tuple[Entry, ...], list[Any]]]:
+        """Apply every Ready's committed entries into ``batch``; results per group."""
+        applied: list[tuple[RaftGroup, tuple[Entry, ...], list[Any]]] = []
+        for g, rd in readies:
+            if rd.committed_entries:
+                results = g.sm.apply(rd.committed_entries, batch)
+                applied.append((g, rd.committed_entries, results))
+                self.stats["entries_applied"] += len(rd.committed_entries)
+                if self._m_proposals is not None:
+                    self._m_proposals.inc(
+                        sum(
+                            1 for e in rd.committed_entries if e.kind is EntryKind.NORMAL and e.data
+                        )
+                    )
+            if rd.conf_state is not None:
+                g.storage.stage_conf_state(batch, rd.conf_state)
+        return applied
 
     def _stage_snapshot(self, g: RaftGroup, batch: WriteBatch) -> None:
         applied = g.sm.applied_index()

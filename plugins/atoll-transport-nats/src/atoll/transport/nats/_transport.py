@@ -42,6 +42,8 @@ __all__ = ["NatsStats", "NatsTransport"]
 
 log = logging.getLogger("atoll.transport.nats")
 
+_NO_RESPONDER_RETRIES = 3
+
 _BAD_SUBJECT_CHARS = set(" \t\r\n*>")
 
 
@@ -60,6 +62,8 @@ class NatsStats:
     reassembly_evicted: int = 0
     disconnects: int = 0
     reconnects: int = 0
+    no_responder_retries: int = 0
+    """Requests asked again after a "no responders" answer."""
     pending_requests: int = 0
 
 
@@ -196,8 +200,30 @@ class NatsTransport:
     async def request(self, address: str, frame: Frame, *, timeout: float) -> Frame:
         """Publish ``frame`` with our inbox as reply subject and wait for the answer.
 
-        :raises PeerUnreachable: no subscriber on ``address`` (NATS "no responders").
+        A "no responders" answer is retried a few times within ``timeout``: a peer that
+        is (re)connecting, or whose subscription the server has not propagated yet, is
+        not yet a dead peer.
+
+        :raises PeerUnreachable: still no subscriber on ``address`` (NATS "no responders").
         """
+        deadline = anyio.current_time() + timeout
+        delay = 0.02
+        for attempt in range(_NO_RESPONDER_RETRIES + 1):
+            try:
+                return await self._request_once(
+                    address, frame, timeout=max(0.0, deadline - anyio.current_time())
+                )
+            except PeerUnreachable as exc:
+                if not exc.details.get("no_responders") or attempt == _NO_RESPONDER_RETRIES:
+                    raise
+                if anyio.current_time() + delay >= deadline:
+                    raise
+                self._stats.no_responder_retries += 1
+                await anyio.sleep(delay)  # back-off before asking again (not a sync wait)
+                delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _request_once(self, address: str, frame: Frame, *, timeout: float) -> Frame:
         nc = self._check_open()
         slot = self._pending.open(address)
         try:
@@ -285,7 +311,10 @@ class NatsTransport:
         if msg.headers and msg.headers.get("Status") == "503" and not msg.data:
             rid_s = msg.subject.rsplit(".", 1)[-1]
             if rid_s.isdigit():
-                self._pending.fail(int(rid_s), PeerUnreachable("no transport listens on it"))
+                self._pending.fail(
+                    int(rid_s),
+                    PeerUnreachable("no transport listens on it", no_responders=True),
+                )
             return
         try:
             opened = self._open(msg.data)
