@@ -166,3 +166,17 @@ def bench(session: nox.Session) -> None:
             str(ROOT / "docs" / "bench" / f"{stem}.md"),
             *session.posargs,
         )
+
+
+@nox.session
+def chaos(session: nox.Session) -> None:
+    """Chaos suites + linearizability checker against real node processes.
+
+    ``nox -s chaos`` runs the checker's and harness's own tests, then the short suite (a
+    few minutes); ``nox -s chaos -- --long`` runs every scenario. Other arguments go to
+    ``chaos/run.py`` (``--only NAME``, ``--out DIR``, ``--list``). Artifacts (histories,
+    checker output, failure timelines, node logs) land in ``chaos-results/``.
+    """
+    _sync_workspace(session)
+    session.run("pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "chaos" / "tests"))
+    session.run("python", str(ROOT / "chaos" / "run.py"), *session.posargs)

@@ -89,9 +89,9 @@ class Cluster:
         self.transports: dict[str, MemoryTransport] = {}
         self.sms: dict[tuple[str, int], LogSM] = {}
 
-    async def start(self, nid: str, groups: Sequence[int]) -> None:
+    async def start(self, nid: str, groups: Sequence[int], tick: float = 0.01) -> None:
         t = MemoryTransport(self.net, nid)
-        host = RaftHost(nid, self.engines[nid], t, lambda peer: peer, tick_seconds=0.01)
+        host = RaftHost(nid, self.engines[nid], t, lambda peer: peer, tick_seconds=tick)
 
         async def handler(frame: Frame, sender: str) -> Frame | None:
             if frame.type == BATCH_FRAME:
@@ -287,6 +287,45 @@ async def test_a_full_disk_fails_writes_clearly_and_recovers(tmp_path: Path) -> 
         await c.hosts[now_leader].groups[4].propose(b"four", timeout=5)
         # nothing acknowledged was lost; "two" applied once the disk came back
         await wait_for(lambda: c.sms[(leader, 4)].values() == [b"one", b"two", b"four"])
+        for n in ids:
+            await c.stop(n)
+        tg.cancel_scope.cancel()
+
+
+async def test_idle_groups_go_quiet_and_wake_on_demand(tmp_path: Path) -> None:
+    ids = ["a", "b", "c"]
+    groups = list(range(10, 110))  # 100 groups on every node
+    async with anyio.create_task_group() as tg:
+        c = Cluster(tg, MemoryNetwork(), ids, {n: _engine("memory", tmp_path / n) for n in ids})
+        for n in ids:
+            await c.start(n, groups, tick=0.05)
+        await wait_for(lambda: all(c.leader(g) for g in groups), timeout=60)
+        await wait_for(
+            lambda: all(h.quiesced_groups() == len(groups) for h in c.hosts.values()), timeout=30
+        )
+        sent = sum(h.stats["messages_sent"] for h in c.hosts.values())
+        await anyio.sleep(1.0)  # 20 ticks of idleness, measured by counting messages
+        # awake, these groups would send ~8,000 heartbeats and responses in that second
+        assert sum(h.stats["messages_sent"] for h in c.hosts.values()) - sent < 100
+        # a proposal wakes its group (and only its group) and commits
+        leader = c.leader(77)
+        assert leader is not None
+        await c.hosts[leader].groups[77].propose(b"wake", timeout=5)
+        await wait_for(lambda: all(c.sms[(n, 77)].values() == [b"wake"] for n in ids))
+        # a dead leader's sleeping groups wake on the failure detector's word
+        victim = c.leader(12)
+        assert victim is not None
+        await wait_for(
+            lambda: all(h.quiesced_groups() == len(groups) for h in c.hosts.values()), timeout=30
+        )
+        c.net.isolate(victim)
+        for n in ids:
+            if n != victim:
+                c.hosts[n].on_node_dead(victim)
+        await wait_for(
+            lambda: any(c.hosts[n].groups[12].is_leader for n in ids if n != victim),
+            timeout=30,
+        )
         for n in ids:
             await c.stop(n)
         tg.cancel_scope.cancel()

@@ -203,6 +203,8 @@ class SimCluster:
         self.net = SimNetwork(self.sched, faults or LinkFaults())
         self.checker = SafetyChecker()
         self.log: collections.deque[str] = collections.deque(maxlen=60)
+        self.idle_until = 0.0
+        self.quiesces = 0
         raft_cfg.setdefault("tick_seconds", TICK)
         raft_cfg.setdefault("max_clock_drift", TICK)
         raft_cfg.setdefault("forward_proposals", False)
@@ -265,7 +267,17 @@ class SimCluster:
 
     # -- client and operator actions -----------------------------------------------
 
+    def clients_idle(self) -> bool:
+        """Clients go quiet for random stretches, so groups get the chance to quiesce."""
+        now = self.sched.now()
+        if now >= self.idle_until and self.rng.random() < 0.01:
+            self.idle_until = now + self.rng.uniform(0.2, 1.0)
+            self.trace(f"clients idle until {self.idle_until:.3f}")
+        return now < self.idle_until
+
     def propose(self) -> None:
+        if self.clients_idle():
+            return
         ld = self.leader()
         if ld is None or ld.peer is None:
             return
@@ -281,6 +293,8 @@ class SimCluster:
         ld.pump()
 
     def read(self) -> None:
+        if self.clients_idle():
+            return
         ld = self.leader()
         if ld is None or ld.peer is None:
             return
@@ -367,10 +381,38 @@ class SimCluster:
 
     # -- phases ------------------------------------------------------------------------
 
+    def try_quiesce(self) -> None:
+        """Idle leaders put their group to sleep (the host does this after idle ticks)."""
+        ld = self.leader()
+        if ld is not None and ld.peer is not None and ld.peer.raft.maybe_quiesce():
+            self.quiesces += 1
+            self.trace(f"quiesce {ld.id} term {ld.peer.raft.term}")
+            ld.pump()
+
+    def failure_detector(self) -> None:
+        """Wake sleeping members whose leader is down or cut off from them, as the
+        membership failure detector does in a node (with its detection delay)."""
+        for n in self.nodes.values():
+            if not n.up or n.peer is None or not n.peer.raft.quiesced:
+                continue
+            lead = n.peer.raft.leader_id
+            ln = self.nodes.get(lead) if lead is not None else None
+            if (
+                ln is None
+                or not ln.up
+                or self.net.link(ln.id, n.id).blocked
+                or self.net.link(n.id, ln.id).blocked
+            ):
+                self.trace(f"fd wakes {n.id} (leader {lead})")
+                n.peer.raft.unquiesce()
+                n.pump()
+
     def run_chaos(self, duration: float) -> None:
         stops = [
             self.sched.call_every(0.02, self.propose, jitter=0.02),
             self.sched.call_every(0.05, self.read, jitter=0.05),
+            self.sched.call_every(0.15, self.try_quiesce, jitter=0.15),
+            self.sched.call_every(0.3, self.failure_detector, jitter=0.2),
             self.sched.call_every(self.fault_every, self.random_fault, jitter=self.fault_every),
         ]
         self.sched.run_for(duration)

@@ -5,10 +5,13 @@ error taxonomy, typed config, the injected clock and RNG, the storage and transp
 protocols, and the per-node plugin manager.
 """
 
+from ._clock import TEST_CLOCK_ENV as TEST_CLOCK_ENV
 from ._clock import Clock as Clock
+from ._clock import FileClock as FileClock
 from ._clock import OffsetClock as OffsetClock
 from ._clock import Rng as Rng
 from ._clock import SystemClock as SystemClock
+from ._clock import clock_from_env as clock_from_env
 from ._clock import make_rng as make_rng
 from ._codec import DEFAULT_MAX_FRAME_BYTES as DEFAULT_MAX_FRAME_BYTES
 from ._codec import FLAG_ERROR as FLAG_ERROR

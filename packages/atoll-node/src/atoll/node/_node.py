@@ -43,6 +43,7 @@ from atoll.core import (
     StorageEngine,
     Transport,
     Unavailable,
+    clock_from_env,
     make_plugin_manager,
     make_transport,
     open_storage,
@@ -183,6 +184,7 @@ class Node:
                 snapshot_interval_entries=cfg.raft.snapshot_interval_entries,
                 on_leader_change=self._on_leader_change,
                 metrics=self.metrics,
+                clock=clock_from_env(),
             )
             self.service = KVService(
                 self.node_id,
@@ -355,6 +357,8 @@ class Node:
             delay = min(delay * 2, 10.0)
 
     def _on_member_event(self, event: MembershipEvent) -> None:
+        if event.kind in ("dead", "left", "removed") and self.host is not None:
+            self.host.on_node_dead(event.member.node_id)
         if event.member.meta_epoch > self.cluster_map.epoch:
             self._map_pull.set()
 
@@ -542,6 +546,7 @@ class Node:
             "transport": self.config.transport.backend,
             "groups": groups,
             "leaders": leaders,
+            "quiesced": self.host.quiesced_groups() if self.host is not None else 0,
             "host": dict(self.host.stats) if self.host is not None else {},
             "requests": dict(self.service.stats) if self.service is not None else {},
             "telemetry": self.telemetry.url if self.telemetry is not None else None,

@@ -10,6 +10,7 @@ then call :meth:`RaftNode.advance`. :class:`MemoryLogStorage` is an in-memory
 from ._confchange import apply_conf_change as apply_conf_change
 from ._confchange import decode_conf_change as decode_conf_change
 from ._confchange import encode_conf_change as encode_conf_change
+from ._core import QUIESCE_CONTEXT as QUIESCE_CONTEXT
 from ._core import TRANSFER_CONTEXT as TRANSFER_CONTEXT
 from ._core import PeerStatus as PeerStatus
 from ._core import RaftNode as RaftNode

@@ -63,6 +63,8 @@ from ._types import (
 __all__ = ["TRANSFER_CONTEXT", "PeerStatus", "RaftNode", "Status"]
 
 TRANSFER_CONTEXT = b"atoll-transfer"
+QUIESCE_CONTEXT = b"atoll-quiesce"
+"""Context of the heartbeat with which a leader tells its followers to go quiet."""
 """Context of a vote request forced by TimeoutNow: voters answer it despite leader
 stickiness."""
 
@@ -174,6 +176,8 @@ class RaftNode:
         # A restarted node may have acknowledged a leader before it crashed: honour that
         # leader's possible lease for one election timeout. A brand-new member cannot have.
         self._booting = hs.term > 0
+        self.quiesced = False
+        """Whether this group sleeps (no ticks, no heartbeats) until woken."""
         self._snap_recv: _SnapshotReceive | None = None
         self._last_snapshot_request = storage.first_index() - 1
         self._term_start = 0
@@ -263,13 +267,66 @@ class RaftNode:
     # ================================================================== inputs
 
     def tick(self) -> None:
-        """Advance logical time by one tick."""
+        """Advance logical time by one tick (nothing happens while quiesced)."""
+        if self.quiesced:
+            return
         self._tick()
 
     def campaign(self) -> None:
         """Start an election now (with a pre-vote first if configured)."""
+        self.unquiesce()
         if self.role is not Role.LEADER:
             self._hup(transfer=False)
+
+    # ------------------------------------------------------------------ quiescence
+
+    def maybe_quiesce(self) -> bool:
+        """Put an idle group to sleep (CockroachDB's quiescence); leader only.
+
+        Allowed when every member has the whole log, everything is committed and applied,
+        and nothing is pending (reads, transfers, membership changes, proposals). The
+        leader then stops heartbeating and tells its followers, with a final heartbeat,
+        to stop their election timers: an idle group costs no ticks and no messages. Any
+        proposal, read or message wakes it; the shell wakes followers when the failure
+        detector declares their leader dead (:meth:`unquiesce`). Returns whether the
+        group went quiet.
+        """
+        if self.quiesced or not self._quiescable():
+            return False
+        self.quiesced = True
+        self._bcast_heartbeat(QUIESCE_CONTEXT)
+        return True
+
+    def unquiesce(self) -> None:
+        """Wake the group: tick again; a leader heartbeats at once so followers wake too."""
+        if not self.quiesced:
+            return
+        self.quiesced = False
+        if self.role is Role.LEADER:
+            self.heartbeat_elapsed = 0
+            self._bcast_heartbeat()
+
+    def _quiescable(self) -> bool:
+        if self.role is not Role.LEADER or self._outstanding is not None:
+            return False
+        last = self.log.last_index()
+        if (
+            self.transfer.active
+            or self.reads.last_context() is not None
+            or self._pending_reads
+            or self.log.unstable.entries
+            or self.log.committed != last
+            or self.log.applied != last
+            or self.pending_conf_index > self.log.applied
+            or self.tracker.conf.is_joint
+            or self._need_bcast
+        ):
+            return False
+        return all(
+            pr.match == last and pr.state is ProgressState.REPLICATE and not len(pr.inflights)
+            for node, pr in self.tracker.progress.items()
+            if node != self.id
+        )
 
     def step(self, m: Message) -> None:
         """Handle one message from a peer."""
@@ -281,6 +338,12 @@ class RaftNode:
             raise InvalidRequest(f"message for {m.dst!r} delivered to {self.id!r}")
         if m.src == self.id:
             return
+        if self.quiesced and not (
+            m.type is MT.HEARTBEAT_RESP or (m.type is MT.HEARTBEAT and m.context == QUIESCE_CONTEXT)
+        ):
+            # Heartbeat responses (late answers to the heartbeats before the quiesce
+            # one) carry no work; anything else wakes the group.
+            self.unquiesce()
         if m.term == 0:
             pass  # forwarded proposals and read requests carry no term
         elif m.term > self.term:
@@ -326,10 +389,12 @@ class RaftNode:
         :class:`Unavailable` while a transfer is in progress or too many bytes are
         uncommitted.
         """
+        self.unquiesce()
         return self._propose(Entry(0, 0, bytes(data)))
 
     def propose_conf_change(self, cc: ConfChange) -> ProposalTicket:
         """Propose a membership change (leader only; one pending change at a time)."""
+        self.unquiesce()
         if self.role is not Role.LEADER:
             raise NotLeader(leader_hint=self.lead, group_id=self.group_id)
         if self.pending_conf_index > self.log.applied:
@@ -355,6 +420,7 @@ class RaftNode:
         """
         if not context:
             raise InvalidRequest("a read context must be non-empty bytes")
+        self.unquiesce()
         if self.role is Role.LEADER:
             if lease and self.config.lease_reads and self._lease_valid():
                 self._read_states.append(ReadState(self.log.committed, context))
@@ -370,6 +436,7 @@ class RaftNode:
 
         The attempt is abandoned after one election timeout.
         """
+        self.unquiesce()
         if self.role is not Role.LEADER:
             raise NotLeader(leader_hint=self.lead, group_id=self.group_id)
         if target == self.id:
@@ -774,6 +841,10 @@ class RaftNode:
 
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(min(m.commit, self.log.last_index()))
+        if m.context == QUIESCE_CONTEXT and m.commit == self.log.last_index() == self.log.committed:
+            # The leader went quiet with our log complete: stop the election timer until
+            # a message, a request or the failure detector wakes us.
+            self.quiesced = True
         self._send(MT.HEARTBEAT_RESP, m.src, context=m.context, stamp=m.stamp)
 
     def _handle_snapshot(self, m: Message) -> None:

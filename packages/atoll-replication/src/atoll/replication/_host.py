@@ -112,6 +112,8 @@ class RaftGroup:
         self._reads: dict[bytes, _Waiter] = {}
         self._read_index: dict[bytes, int] = {}
         self._read_ctx = itertools.count(1)
+        self.idle_ticks = 0
+        """Ticks since this group last persisted, applied or read anything."""
 
     @property
     def group_id(self) -> int:
@@ -242,6 +244,7 @@ class RaftHost:
         max_clock_drift: float = 0.05,
         snapshot_interval_entries: int = 10_000,
         max_uncommitted_bytes: int = 64 * 1024 * 1024,
+        quiesce_after_ticks: int | None = None,
         clock: Clock | None = None,
         rng: Rng | None = None,
         metrics: MetricsRegistry | None = None,
@@ -259,6 +262,10 @@ class RaftHost:
         self.max_clock_drift = max_clock_drift
         self.snapshot_interval_entries = snapshot_interval_entries
         self.max_uncommitted_bytes = max_uncommitted_bytes
+        self.quiesce_after_ticks = (
+            2 * election_ticks if quiesce_after_ticks is None else quiesce_after_ticks
+        )
+        """Idle ticks after which a leader puts its group to sleep (0: never)."""
         self.clock = clock or SystemClock()
         self.rng = rng or make_rng()
         self.on_leader_change = on_leader_change
@@ -277,6 +284,7 @@ class RaftHost:
             "messages_sent": 0,
             "messages_dropped": 0,
             "bad_frames": 0,
+            "quiesced": 0,
         }
         self._m_fsync = self._m_proposals = self._m_leader_changes = None
         if metrics is not None:
@@ -341,6 +349,18 @@ class RaftHost:
         """The local replica of ``group_id``, if hosted here."""
         return self.groups.get(group_id)
 
+    def on_node_dead(self, node_id: str) -> None:
+        """The failure detector declared ``node_id`` dead: wake every sleeping group it
+        led, so the followers' election timers run and a new leader is elected."""
+        for g in self.groups.values():
+            if g.node.quiesced and g.node.leader_id == node_id:
+                g.node.unquiesce()
+        self.wake()
+
+    def quiesced_groups(self) -> int:
+        """How many hosted groups are asleep right now."""
+        return sum(1 for g in self.groups.values() if g.node.quiesced)
+
     def remove_group(self, group_id: int) -> None:
         """Stop hosting ``group_id`` (its stored data stays until deleted)."""
         g = self.groups.pop(group_id, None)
@@ -400,7 +420,18 @@ class RaftHost:
             await anyio.sleep(max(0.0, next_tick - anyio.current_time()))
             now = anyio.current_time()
             for g in list(self.groups.values()):
-                g.node.tick()
+                node = g.node
+                if node.quiesced:
+                    continue  # a sleeping group costs nothing
+                node.tick()
+                g.idle_ticks += 1
+                if (
+                    self.quiesce_after_ticks
+                    and g.idle_ticks >= self.quiesce_after_ticks
+                    and node.is_leader
+                    and node.maybe_quiesce()
+                ):
+                    self.stats["quiesced"] += 1
             # Never bunch up ticks after a stall: one tick per interval, from now.
             next_tick = max(next_tick + self.tick_seconds, now + self.tick_seconds / 2)
             if self._in_cycle:
@@ -422,6 +453,8 @@ class RaftHost:
         must_sync = False
         restored = False
         for g, rd in readies:
+            if rd.entries or rd.committed_entries or rd.read_states or rd.snapshot:
+                g.idle_ticks = 0
             g.storage.stage(
                 batch, hard_state=rd.hard_state, entries=rd.entries, snapshot=rd.snapshot
             )
