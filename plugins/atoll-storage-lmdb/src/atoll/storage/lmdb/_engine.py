@@ -608,7 +608,7 @@ class LmdbEngine:
         finally:
             self._gate.leave()
 
-    def _grow(self, exc: lmdb.MapFullError | None) -> bool:
+    def _grow(self, exc: lmdb.MapFullError | None, *, wait: float | None = None) -> bool:
         """Double the map (up to the ceiling). ``exc``: a write failed and must get room.
 
         Without ``exc`` this is opportunistic: it gives up at once if a snapshot or
@@ -620,10 +620,11 @@ class LmdbEngine:
             if exc is None:
                 return False
             self._fail(exc, "write")
-        if exc is None and self._gate.pinned:
+        if exc is None and wait is None and self._gate.pinned:
             return False
-        wait = self._opts.grow_wait_s if exc is not None else 0.0
-        if not self._gate.exclusive(wait, unpinned=True):
+        if exc is not None:
+            wait = self._opts.grow_wait_s
+        if not self._gate.exclusive(wait or 0.0, unpinned=True):
             if exc is None:
                 return False
             raise DiskFull(
@@ -641,11 +642,19 @@ class LmdbEngine:
         return True
 
     def _maybe_grow_early(self) -> None:
-        """Grow before the map is full, while no snapshot is open (cheap check)."""
+        """Grow before the map is full (cheap check after each write).
+
+        Over 75% used it grows if no snapshot or scan is open; over 90% it waits for them
+        (blocking new ones, up to ``grow_wait_s``). Running into ``MapFullError`` instead
+        means aborting a failed write transaction while readers run, which py-lmdb has
+        been seen to deadlock on under load; growing early keeps that path for batches
+        larger than a tenth of the map.
+        """
         info = self._env.info()
         used = (int(info["last_pgno"]) + 1) * self._psize
-        if used * 4 > int(info["map_size"]) * 3:  # over 75% used
-            self._grow(None)
+        size = int(info["map_size"])
+        if used * 4 > size * 3 and not self._grow(None) and used * 10 > size * 9:
+            self._grow(None, wait=self._opts.grow_wait_s)
 
     def _flush(self) -> None:
         self._gate.enter()
