@@ -253,15 +253,26 @@ def run(
             for kind in ("crash", "join", "heal", *SCENARIOS):
                 tasks.extend((kind, n, mode, s, dur) for s in range(k))
     results: dict[tuple[str, int, str], list[Any]] = {}
+    t0 = time.perf_counter()
+
+    def collect(done: int, key: tuple[str, int, str], res: Any) -> None:
+        results.setdefault(key, []).append(res)
+        kind, n, mode = key
+        print(
+            f"[{done}/{len(tasks)} {time.perf_counter() - t0:.0f}s] {kind} n={n} {mode}",
+            file=sys.stderr,
+            flush=True,
+        )
+
     if jobs > 1:
         import multiprocessing
 
         with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-            for key, res in pool.imap_unordered(_task, tasks):
-                results.setdefault(key, []).append(res)
+            for i, (key, res) in enumerate(pool.imap_unordered(_task, tasks), 1):
+                collect(i, key, res)
     else:
-        for key, res in map(_task, tasks):
-            results.setdefault(key, []).append(res)
+        for i, (key, res) in enumerate(map(_task, tasks), 1):
+            collect(i, key, res)
     for n in sizes:
         k = seeds if n < 300 else big_seeds
         dur = _fp_seconds(n, quick)
@@ -370,6 +381,24 @@ def write_markdown(path: Path, results: dict[str, Any], command: str) -> None:
     path.write_text(text)
 
 
+def _command(argv: list[str] | None) -> str:
+    """The command line that produced a run, without output options."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    for opt in ("--markdown", "--json"):
+        if opt in args:
+            i = args.index(opt)
+            del args[i : i + 2]
+    return " ".join(["python sim/swim_scenarios.py", *args])
+
+
+def _commands(part: dict[str, Any]) -> list[str]:
+    if part.get("commands"):
+        return list(part["commands"])
+    # JSON written before commands were recorded: rebuild the equivalent command.
+    sizes = " ".join(str(n) for n in part["sizes"])
+    return [f"python sim/swim_scenarios.py --sizes {sizes} --seeds {part['seeds']}"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -395,18 +424,20 @@ def main(argv: list[str] | None = None) -> int:
             "seeds": max(part["seeds"] for part in parts),
             "quick": any(part["quick"] for part in parts),
             "rows": [r for part in parts for r in part["rows"]],
+            "commands": [c for part in parts for c in _commands(part)],
         }
     else:
         results = run(
             sizes, seeds, args.quick, tuple(args.modes), jobs=args.jobs, big_seeds=args.big_seeds
         )
+    if not args.from_json:
+        results["commands"] = [_command(argv)]
     results["wall_seconds"] = time.perf_counter() - t0
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     if args.markdown:
-        cmd = "python sim/swim_scenarios.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        write_markdown(args.markdown, results, cmd.strip())
+        write_markdown(args.markdown, results, "` + `".join(results["commands"]))
     return 0
 
 

@@ -76,6 +76,10 @@ class ReplicaGroup(Protocol):
         """Return once a linearizable read may be served from the local state machine."""
         ...
 
+    def wake(self) -> None:
+        """Wake the group if it sleeps (quiescence), so a lost leader gets replaced."""
+        ...
+
 
 class GroupHost(Protocol):
     """Finds the replica groups hosted on this node."""
@@ -153,6 +157,9 @@ class KVService:
             return self._value_reply(self.sm.get(gid, req.key))
         if not group.is_leader:
             self.stats["not_leader"] += 1
+            # A client came here because it could not reach the leader it knew: if the
+            # group sleeps, its election timer must run again in case that leader is gone.
+            group.wake()
             raise NotLeader(
                 f"node {self.node_id} does not lead group {gid}", leader_hint=group.leader_id
             )

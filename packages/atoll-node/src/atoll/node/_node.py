@@ -200,6 +200,8 @@ class Node:
             self._reconcile()
             self._register_health()
             self.pm.hook.atoll_register_metrics(registry=self.metrics)
+            await self.transport.start(self._handle)
+            # After start: the transport's bound address is what gossip advertises.
             self.membership = MembershipService(
                 self.transport,
                 self._member_info(),
@@ -208,7 +210,7 @@ class Node:
                 on_event=self._on_member_event,
                 metrics=self.metrics,
             )
-            await self.transport.start(self._handle)
+
             log.info(
                 "node %s serving on %s (%s, %s)",
                 self.node_id,

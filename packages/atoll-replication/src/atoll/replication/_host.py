@@ -130,6 +130,12 @@ class RaftGroup:
         """The leader this node knows of."""
         return self.node.leader_id
 
+    def wake(self) -> None:
+        """Wake this group if it sleeps (a request reached it: its leader may be gone)."""
+        if self.node.quiesced:
+            self.node.unquiesce()
+            self.host.wake()
+
     async def propose(self, data: bytes, *, timeout: float) -> Any:
         """Replicate ``data`` and return the state machine's result once applied here.
 
