@@ -155,12 +155,13 @@ class MembershipService:
             now = self.clock.now()
             self.core.tick(now)
             self._flush()
+            # Our own flush set the event; only a later receive or request may wake us
+            # early (otherwise this loop spins and a node burns a core doing nothing).
+            self._wake = anyio.Event()
             nxt = self.core.next_wakeup()
             delay = 1.0 if nxt is None else max(0.0, nxt - self.clock.now())
             with anyio.move_on_after(delay):
                 await self._wake.wait()
-            if self._wake.is_set():
-                self._wake = anyio.Event()
 
     async def _lag_sampler(self) -> None:
         # A stalled loop shows up as a sleep that returns late: the likeliest cause of a

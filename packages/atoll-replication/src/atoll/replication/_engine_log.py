@@ -127,6 +127,11 @@ class EngineLogStorage:
         return SnapshotMeta(doc["i"], doc["t"], _conf_from(doc["c"]))
 
     @property
+    def hard_state(self) -> HardState:
+        """The hard state as last made durable."""
+        return self._hs
+
+    @property
     def is_empty(self) -> bool:
         """Whether nothing was ever stored for this group (a brand-new replica)."""
         return self._last == 0 and self._hs == HardState() and self._dummy[0] == 0

@@ -11,10 +11,13 @@ machine's commands mean.
 Order per cycle (etcd's): persist -> send -> apply -> advance. Leader appends and
 heartbeats (``Ready.messages``) are sent before the fsync finishes; votes and
 acknowledgements (``Ready.messages_after_persist``) only after it. Committed entries'
-state-machine writes join the same batch as the log (one write, one fsync per cycle),
-and their waiters complete only after that write is durable. The fsync runs in a
-worker thread, so the event loop keeps receiving while the disk works, and proposals
-that arrive meanwhile are batched into the next cycle (group commit).
+state-machine writes join the same batch as the log (one write per cycle). A proposal is
+answered as soon as its entry is committed (durable on a quorum) and applied in memory,
+as etcd does; linearizable reads wait until the applied state is written. Only entries,
+snapshots, a new term or a vote force an fsync; a commit-index-only hard state does not.
+The fsync runs in a worker thread, so the event loop keeps receiving while the disk
+works, and proposals that arrive meanwhile are batched into the next cycle (group
+commit).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from atoll.core import (
 from ._core import RaftNode
 from ._engine_log import EngineLogStorage
 from ._ready import RaftConfig, Ready
-from ._types import Entry, EntryKind, Message, SnapshotMeta
+from ._types import Entry, EntryKind, HardState, Message, SnapshotMeta
 from ._wire import decode_message, encode_message
 
 __all__ = ["BATCH_FRAME", "GroupStateMachine", "RaftGroup", "RaftHost"]
@@ -183,7 +186,9 @@ class RaftGroup:
 
     # ------------------------------------------------------------ host callbacks
 
-    def _complete_applied(self, entries: Sequence[Entry], results: list[Any]) -> None:
+    def _complete_proposals(self, entries: Sequence[Entry], results: list[Any]) -> None:
+        """Answer the proposals among ``entries``: they are committed (durable on a
+        quorum) and their results are computed, which is all a write's reply needs."""
         for e, r in zip(entries, results, strict=True):
             w = self._waiters.pop(e.index, None)
             if w is None:
@@ -195,7 +200,6 @@ class RaftGroup:
                     f"group {self.group_id}: entry {e.index} was replaced by a newer leader"
                 )
             w.event.set()
-        self._serve_reads()
 
     def _add_read_states(self, rd: Ready) -> None:
         for rs in rd.read_states:
@@ -461,13 +465,13 @@ class RaftHost:
         for g, rd in readies:
             if rd.entries or rd.committed_entries or rd.read_states or rd.snapshot:
                 g.idle_ticks = 0
+            must_sync |= _needs_fsync(g.storage.hard_state, rd)
             g.storage.stage(
                 batch, hard_state=rd.hard_state, entries=rd.entries, snapshot=rd.snapshot
             )
             if rd.snapshot is not None and not rd.snapshot.is_empty:
                 g.sm.restore(rd.snapshot.data, batch)
                 restored = True
-            must_sync |= rd.must_sync
             self.stats["entries_persisted"] += len(rd.entries)
         # 2. apply committed entries. Without a snapshot in this cycle their writes join
         # the same batch, so the log, the applied index and the data become durable in
@@ -477,16 +481,21 @@ class RaftHost:
         if restored:
             await self._persist(batch, readies, sync=must_sync and self.sync)
         applied = self._apply(readies, apply_batch)
+        # Committed entries are durable on a quorum and their results are known: answer
+        # their proposals now, as etcd does after its in-memory apply. Reads still wait
+        # until the applied state is written (the read barrier checks the applied index).
+        for g, entries, results in applied:
+            g._complete_proposals(entries, results)
         if not restored:
             await self._persist(batch, readies, sync=must_sync and self.sync)
         elif apply_batch:
             await self._write(apply_batch, sync=False)
-        # 3. messages that promise durability, then the waiters of applied entries
+        # 3. messages that promise durability, then the reads the applied state allows
         late = [m for _, rd in readies for m in rd.messages_after_persist]
         if late:
             await self._send_all(late)
-        for g, entries, results in applied:
-            g._complete_applied(entries, results)
+        for g, _, _ in applied:
+            g._serve_reads()
         # 4. reads, events, snapshots, advance
         snap_batch = WriteBatch()
         compacted: list[RaftGroup] = []
@@ -618,6 +627,19 @@ class RaftHost:
         self.wake()
         for g in self.groups.values():
             g._fail_all(Unavailable("node is shutting down"))
+
+
+def _needs_fsync(persisted: HardState, rd: Ready) -> bool:
+    """Whether persisting ``rd`` must be fsynced before anything it promises leaves.
+
+    Entries, snapshots, a new term or a vote must be durable first (etcd's MustSync). A
+    hard state that only advances the commit index need not be: a commit index lost in a
+    crash is learned again from the leader, so it rides along unsynced.
+    """
+    if rd.entries or (rd.snapshot is not None and not rd.snapshot.is_empty):
+        return True
+    hs = rd.hard_state
+    return hs is not None and (hs.term != persisted.term or hs.vote != persisted.vote)
 
 
 def encode_batch(msgs: Sequence[Message]) -> Frame:
