@@ -63,6 +63,7 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., DevCluster]]:
             rf=min(3, n),
             sync=True,
             nats_servers=nats_servers,
+            telemetry_offset=None,
         )
         made.append(c)
         c.start(descs)

@@ -119,8 +119,14 @@ class DevCluster:
         sync: bool,
         nats_servers: list[str] | None = None,
         tick_ms: int = 50,
+        telemetry_offset: int | None = 100,
     ) -> list[dict[str, Any]]:
-        """Write ``n`` node configs; returns their descriptions."""
+        """Write ``n`` node configs; returns their descriptions.
+
+        Node ``i`` listens on ``base_port + i`` and serves /metrics on
+        ``base_port + telemetry_offset + i`` (``telemetry_offset=None``: a free port the
+        node picks, reported in its status: what tests use, to avoid port races).
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         ids = [f"n{i}" for i in range(1, n + 1)]
         addrs = [
@@ -134,6 +140,11 @@ class DevCluster:
             port = base_port + i
             cfg_path = self.root / f"{nid}.toml"
             members_toml = ", ".join(f'"{m}"' for m in members)
+            telemetry = (
+                "127.0.0.1:0"
+                if telemetry_offset is None
+                else f"127.0.0.1:{port + telemetry_offset}"
+            )
             servers = ", ".join(f'"{u}"' for u in (nats_servers or []))
             nats_line = f"servers = [{servers}]\n" if nats_servers else ""
             cfg_path.write_text(
@@ -162,7 +173,7 @@ backend = "{transport}"
 tick_ms = {tick_ms}
 
 [telemetry]
-listen = "127.0.0.1:{port + 100}"
+listen = "{telemetry}"
 """
             )
             nodes.append(
