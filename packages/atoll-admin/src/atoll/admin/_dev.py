@@ -226,7 +226,7 @@ listen = "{telemetry}"
         if sig in (signal.SIGKILL, signal.SIGTERM):
             deadline = time.monotonic() + 10
             while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.02)
+                time.sleep(0.02)  # polling interval of a deadline-bounded wait
 
     def restart(self, node_id: str) -> None:
         """Start a stopped node again with its config and data."""
@@ -283,7 +283,7 @@ listen = "{telemetry}"
         deadline = time.monotonic() + timeout
         for node in st["nodes"]:
             while _alive(node["pid"]) and time.monotonic() < deadline:
-                time.sleep(0.05)
+                time.sleep(0.05)  # polling interval of a deadline-bounded wait
             if _alive(node["pid"]):
                 os.kill(node["pid"], signal.SIGKILL)
             stopped.append(node["id"])

@@ -62,7 +62,7 @@ class NodeConfig:
     advertise: str = ""
     """Address others should use, if not ``listen`` (behind NAT, in containers)."""
     client_listen: str = ""
-    """Separate address for clients; empty means clients use ``listen``."""
+    """Reserved for a separate client port; not used yet: clients connect to ``listen``."""
     zone: str = "z1"
     rack: str = "r1"
     host: str = ""

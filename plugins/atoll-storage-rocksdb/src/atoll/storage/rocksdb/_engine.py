@@ -567,7 +567,7 @@ class RocksdbEngine:
                     f"{self._opts.write_stall_timeout_s}s (compaction backlog or a failing "
                     "disk; options.write_stall_timeout_s)"
                 )
-            time.sleep(delay)
+            time.sleep(delay)  # back-off between retries of a stalled write, bounded above
             delay = min(delay * 2, 0.05)
 
     def _free_bytes(self) -> int | None:
