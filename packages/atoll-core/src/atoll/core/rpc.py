@@ -35,16 +35,24 @@ __all__ = [
 
 
 class _Slot:
-    """One request waiting for its reply."""
+    """One request waiting for its reply (an asyncio future: the cheapest wakeup there is)."""
 
-    __slots__ = ("error", "event", "peer", "reply", "rid")
+    __slots__ = ("error", "future", "peer", "reply", "rid")
 
     def __init__(self, rid: int, peer: str) -> None:
         self.rid = rid
         self.peer = peer
-        self.event = anyio.Event()
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.reply: Frame | None = None
         self.error: BaseException | None = None
+
+    async def wait(self) -> None:
+        """Return once the reply (or an error) is in; cancellable by any cancel scope."""
+        await self.future
+
+    def _done(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
 
 
 class PendingRequests:
@@ -74,7 +82,7 @@ class PendingRequests:
         if slot is None:
             return False
         slot.reply = reply
-        slot.event.set()
+        slot._done()
         return True
 
     def fail(self, rid: int, error: BaseException) -> None:
@@ -82,7 +90,7 @@ class PendingRequests:
         slot = self._slots.pop(rid, None)
         if slot is not None:
             slot.error = error
-            slot.event.set()
+            slot._done()
 
     def fail_peer(self, peer: str, error: BaseException) -> int:
         """Fail every request sent to ``peer``; returns how many."""

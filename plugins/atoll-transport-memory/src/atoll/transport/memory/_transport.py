@@ -130,7 +130,7 @@ class MemoryTransport:
                 if not await self._network.send(self._address, address, data):
                     raise PeerUnreachable(f"memory peer {address!r} is not on the network")
                 self._stats.frames_sent += 1
-                await slot.event.wait()
+                await slot.wait()
             if scope.cancelled_caught:
                 raise Timeout(f"no reply to {frame.type!r} from {address} within {timeout}s")
             return result_of(slot)

@@ -235,7 +235,7 @@ class NatsTransport:
                     self._check_open()
                     raise PeerUnreachable(f"cannot publish to {address}: {exc}") from exc
                 self._stats.frames_sent += 1
-                await slot.event.wait()
+                await slot.wait()
             if scope.cancelled_caught:
                 raise Timeout(f"no reply to {frame.type!r} from {address} within {timeout}s")
             return result_of(slot)
