@@ -337,10 +337,10 @@ class AtollClient:
                 continue
             frame = encode_kv_request(attrs.evolve(req, epoch=cmap.epoch))
             try:
-                with anyio.fail_after(min(remaining, self.attempt_timeout)):
-                    return await self._transport.request(
-                        node.endpoint, frame, timeout=min(remaining, self.attempt_timeout)
-                    )
+                # The transport enforces the timeout itself (raising Timeout).
+                return await self._transport.request(
+                    node.endpoint, frame, timeout=min(remaining, self.attempt_timeout)
+                )
             except NotLeader as exc:
                 self.stats["not_leader"] += 1
                 last = exc

@@ -104,6 +104,8 @@ class PartitionApply:
         self._overlay: dict[bytes, bytes | None] = {}
         self._meta: dict[bytes, tuple[int, int] | None] = {}
         self._results: dict[tuple[bytes, int], bytes | None] = {}
+        self._result_seqs: dict[bytes, list[int]] = {}
+        """Per client, the seqs with a live entry in ``_results`` (pruned as acks rise)."""
         self.applied = sm.applied_index(partition)
 
     def _get(self, key: bytes) -> bytes | None:
@@ -167,12 +169,19 @@ class PartitionApply:
             self.batch.delete_range(
                 NS_SESSION, prefix + _Q.pack(acked), prefix + _Q.pack(new_acked)
             )
-            for c, s in list(self._results):
-                if c == client and s < new_acked:
-                    self._results[(c, s)] = None
+            mine = self._result_seqs.get(client)
+            if mine:
+                keep = []
+                for s in mine:
+                    if s < new_acked:
+                        self._results[(client, s)] = None
+                    else:
+                        keep.append(s)
+                self._result_seqs[client] = keep
         if cmd.seq >= new_acked:
             encoded = encode_result(result)
             self._results[(client, cmd.seq)] = encoded
+            self._result_seqs.setdefault(client, []).append(cmd.seq)
             self.batch.put(NS_SESSION, prefix + _Q.pack(cmd.seq), encoded)
         self._meta[client] = (new_acked, index)
         self.batch.put(
