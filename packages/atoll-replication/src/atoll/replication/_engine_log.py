@@ -36,6 +36,10 @@ NS_SNAP = "raft_snap"
 _G = struct.Struct(">Q")
 _GI = struct.Struct(">QQ")
 _E = struct.Struct(">QB")
+_TAIL_ENTRIES = 8192
+"""Most recent entries kept in memory per group (terms for AppendEntries checks, entries
+for sending to followers and applying) so the hot path never reads them back from disk."""
+_TAIL_BYTES = 8 * 1024 * 1024
 
 
 def _conf_doc(cs: ConfState) -> dict[str, Any]:
@@ -63,8 +67,11 @@ def _conf_from(doc: dict[str, Any]) -> ConfState:
 class EngineLogStorage:
     """One group's Raft storage inside the node's shared engine.
 
-    Reads go to the engine; the first/last index and the snapshot metadata are cached
-    in memory and updated by :meth:`commit_staged` once the host's batch is durable.
+    Reads go to the engine, except for the tail of the log: the most recent entries
+    (up to ``_TAIL_ENTRIES`` / ``_TAIL_BYTES``) are kept in memory once written, as
+    etcd-io/raft's storage keeps its entries. The first/last index, the snapshot
+    metadata and the tail are updated by :meth:`commit_staged` once the host's batch is
+    durable.
     """
 
     def __init__(self, engine: StorageEngine, group_id: int) -> None:
@@ -87,6 +94,10 @@ class EngineLogStorage:
         self._first = self._dummy[0] + 1
         self._last = last if last is not None and last >= self._first else self._dummy[0]
         self._staged: dict[str, Any] = {}
+        self._tail: list[Entry] = []
+        """Entries ``[_tail_lo, _last]`` held in memory (empty, or ending at ``_last``)."""
+        self._tail_lo = 0
+        self._tail_bytes = 0
 
     # ------------------------------------------------------------------ keys
 
@@ -159,6 +170,8 @@ class EngineLogStorage:
             raise LogCompacted(f"group {self.group_id}: index {index} is compacted")
         if index > self._last:
             raise LogUnavailable(f"group {self.group_id}: index {index} > last {self._last}")
+        if self._tail and index >= self._tail_lo:
+            return self._tail[index - self._tail_lo].term
         raw = self.engine.get(NS_LOG, self._ek(index))
         if raw is None:
             raise CorruptData(f"group {self.group_id}: log entry {index} is missing")
@@ -170,6 +183,8 @@ class EngineLogStorage:
             raise LogCompacted(f"group {self.group_id}: index {lo} is compacted")
         if hi > self._last + 1:
             raise LogUnavailable(f"group {self.group_id}: index {hi - 1} > last {self._last}")
+        if self._tail and lo >= self._tail_lo:
+            return limit_size(self._tail[lo - self._tail_lo : hi - self._tail_lo], max_bytes)
         out: list[Entry] = []
         total = 0
         for k, raw in self.engine.scan(NS_LOG, self._ek(lo), self._ek(hi)):
@@ -241,20 +256,63 @@ class EngineLogStorage:
             "snap": snap_meta,
             "hs": hard_state,
             "cs": snapshot.meta.conf_state if snapshot is not None else None,
+            "entries": entries,
+            "restored": snapshot is not None and not snapshot.is_empty,
         }
 
     def commit_staged(self) -> None:
-        """The staged batch is durable: update the cached bounds."""
+        """The staged batch is durable: update the cached bounds and the in-memory tail."""
         s = self._staged
         if not s:
             return
+        if s.get("restored"):
+            self._drop_tail()
+        entries = s.get("entries")
+        if entries:
+            self._extend_tail(entries)
         self._first, self._last, self._snap_meta = s["first"], s["last"], s["snap"]
+        if self._tail and self._tail_lo < self._first:
+            cut = min(len(self._tail), self._first - self._tail_lo)
+            self._tail_bytes -= sum(e.size for e in self._tail[:cut])
+            del self._tail[:cut]
+            self._tail_lo += cut
         self._dummy = s["dummy"]
         if s["hs"] is not None:
             self._hs = s["hs"]
         if s["cs"] is not None:
             self._cs = s["cs"]
         self._staged = {}
+
+    def _drop_tail(self) -> None:
+        self._tail = []
+        self._tail_lo = 0
+        self._tail_bytes = 0
+
+    def _extend_tail(self, entries: tuple[Entry, ...]) -> None:
+        tail = self._tail
+        start = entries[0].index
+        if tail and self._tail_lo <= start <= self._tail_lo + len(tail):
+            cut = start - self._tail_lo
+            if cut < len(tail):  # a new leader overwrote a suffix
+                self._tail_bytes -= sum(e.size for e in tail[cut:])
+                del tail[cut:]
+        else:
+            tail.clear()
+            self._tail_lo = start
+            self._tail_bytes = 0
+        tail.extend(entries)
+        self._tail_bytes += sum(e.size for e in entries)
+        if len(tail) > _TAIL_ENTRIES or self._tail_bytes > _TAIL_BYTES:
+            # Trim to half the budget at once, so trimming costs O(1) per entry overall.
+            keep = len(tail)
+            kept_bytes = self._tail_bytes
+            while keep > 1 and (keep > _TAIL_ENTRIES // 2 or kept_bytes > _TAIL_BYTES // 2):
+                kept_bytes -= tail[len(tail) - keep].size
+                keep -= 1
+            cut = len(tail) - keep
+            del tail[:cut]
+            self._tail_lo += cut
+            self._tail_bytes = kept_bytes
 
     def stage_conf_state(self, batch: WriteBatch, cs: ConfState) -> None:
         """Persist the membership in force (after a conf change was applied)."""
