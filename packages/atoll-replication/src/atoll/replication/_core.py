@@ -431,6 +431,17 @@ class RaftNode:
         else:
             raise NotLeader(leader_hint=None, group_id=self.group_id)
 
+    def lease_read_index(self) -> int | None:
+        """The read index a leader holding a valid lease may serve at once, else None.
+
+        The synchronous form of ``read_index(ctx, lease=True)`` for the fast path: no
+        ReadState is queued, so the shell can answer without waiting for a Ready cycle.
+        A quiesced group never holds a lease here (it must wake and heartbeat first).
+        """
+        if self.quiesced or not self._lease_valid():
+            return None
+        return self.log.committed
+
     def transfer_leadership(self, target: str) -> None:
         """Hand leadership to ``target`` (thesis 3.10); proposals are refused meanwhile.
 

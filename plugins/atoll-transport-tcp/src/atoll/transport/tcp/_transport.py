@@ -29,7 +29,7 @@ import logging
 import secrets
 import socket
 import time
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -117,7 +117,8 @@ class _Conn(asyncio.Protocol):
     # -------------------------------------------------------------- protocol callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports implement the interface without subclassing it.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         owner = self.owner
         high = owner._write_buffer
