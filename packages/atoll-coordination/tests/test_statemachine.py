@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -48,6 +50,7 @@ def _apply(sm: KVStateMachine, part: int, entries: list[tuple[int, bytes]]) -> l
     batch = WriteBatch()
     run = sm.begin(part, batch)
     out = [run.apply(i, d) for i, d in entries]
+    run.finish()
     sm.engine.write(batch, sync=False)
     return out
 
@@ -102,6 +105,48 @@ def test_retried_command_applies_once_with_several_in_flight(engine: StorageEngi
     late = _apply(sm, 0, [(6, encode_command(PutCommand(b"k", b"LATE", "cli", 5)))])
     assert late[0].duplicate and not late[0].ok
     assert sm.get(0, b"k") == b"A"
+
+
+@given(
+    seqs=st.lists(st.integers(1, 60), unique=True, min_size=1, max_size=40),
+    ackeds=st.lists(st.integers(0, 60), min_size=40, max_size=40),
+    cuts=st.lists(st.integers(1, 40), max_size=4),
+)
+def test_session_records_keep_exactly_the_unacknowledged_results(
+    seqs: list[int], ackeds: list[int], cuts: list[int]
+) -> None:
+    """Session writes are deferred to the end of a run: however the commands fall into
+    runs, the engine ends up with results only for the stored seqs above the client's
+    acked floor, and a retry of any of them gets its first result back."""
+    from atoll.coordination._statemachine import NS_SESSION, _session_result_prefix
+    from atoll.storage.memory import MemoryEngine
+
+    sm = KVStateMachine(MemoryEngine())
+    floor = 0
+    stored: set[int] = set()
+    commands = []
+    for i, (seq, acked) in enumerate(zip(seqs, ackeds, strict=False)):
+        commands.append((i + 1, encode_command(PutCommand(b"k", b"v", "c", seq, acked))))
+        if seq < floor:
+            continue  # answered as already acknowledged: nothing stored, floor unchanged
+        floor = max(floor, acked)
+        if seq >= floor:
+            stored.add(seq)
+    bounds = sorted({0, len(commands), *(c for c in cuts if c < len(commands))})
+    for lo, hi in itertools.pairwise(bounds):
+        _apply(sm, 2, commands[lo:hi])
+    prefix = _session_result_prefix(2, b"c")
+    kept = {
+        int.from_bytes(k[len(prefix) :], "big")
+        for k, _ in sm.engine.scan(NS_SESSION, prefix, prefix + b"\xff" * 9)
+    }
+    assert kept == {s for s in stored if s >= floor}
+    assert sm.applied_index(2) == len(commands)
+    index = len(commands)
+    for seq in sorted(kept):
+        index += 1
+        retry = _apply(sm, 2, [(index, encode_command(PutCommand(b"k", b"again", "c", seq)))])
+        assert retry[0].duplicate and retry[0].ok
 
 
 def test_sessions_expire_deterministically(engine: StorageEngine) -> None:

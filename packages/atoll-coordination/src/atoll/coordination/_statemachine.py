@@ -107,6 +107,11 @@ class PartitionApply:
         self._result_seqs: dict[bytes, list[int]] = {}
         """Per client, the seqs with a live entry in ``_results`` (pruned as acks rise)."""
         self.applied = sm.applied_index(partition)
+        self._applied_at_start = self.applied
+        self._acked_from: dict[bytes, int] = {}
+        """Per client, its acked floor before this run first raised it."""
+        self._dirty: set[bytes] = set()
+        """Clients whose session record changed in this run."""
 
     def _get(self, key: bytes) -> bytes | None:
         v = self._overlay.get(key, _MISSING)
@@ -143,7 +148,6 @@ class PartitionApply:
         if index <= self.applied:
             return CommandResult(duplicate=True)
         self.applied = index
-        self.batch.put(NS_APPLIED, _P.pack(self.partition), _Q.pack(index))
         if index % self._sm.session_sweep_every == 0:
             self._expire_sessions(index)
         if not data:
@@ -166,9 +170,8 @@ class PartitionApply:
         prefix = _session_result_prefix(self.partition, client)
         new_acked = max(acked, cmd.acked)
         if new_acked > acked:
-            self.batch.delete_range(
-                NS_SESSION, prefix + _Q.pack(acked), prefix + _Q.pack(new_acked)
-            )
+            # The acknowledged results are deleted once per run, in finish().
+            self._acked_from.setdefault(client, acked)
             mine = self._result_seqs.get(client)
             if mine:
                 keep = []
@@ -184,10 +187,31 @@ class PartitionApply:
             self._result_seqs.setdefault(client, []).append(cmd.seq)
             self.batch.put(NS_SESSION, prefix + _Q.pack(cmd.seq), encoded)
         self._meta[client] = (new_acked, index)
-        self.batch.put(
-            NS_SESSION, _session_meta_key(self.partition, client), _QQ.pack(new_acked, index)
-        )
+        self._dirty.add(client)
         return result
+
+    def finish(self) -> None:
+        """Write what a run changed once, however many entries it applied: the applied
+        index, each touched client's session record and the range of results its
+        acknowledgements released."""
+        if self.applied > self._applied_at_start:
+            self.batch.put(NS_APPLIED, _P.pack(self.partition), _Q.pack(self.applied))
+        for client, start in self._acked_from.items():
+            meta = self._meta.get(client)
+            if meta is not None and meta[0] > start:
+                prefix = _session_result_prefix(self.partition, client)
+                self.batch.delete_range(
+                    NS_SESSION, prefix + _Q.pack(start), prefix + _Q.pack(meta[0])
+                )
+        for client in self._dirty:
+            meta = self._meta.get(client)
+            if meta is not None:
+                self.batch.put(
+                    NS_SESSION, _session_meta_key(self.partition, client), _QQ.pack(*meta)
+                )
+        self._acked_from.clear()
+        self._dirty.clear()
+        self._applied_at_start = self.applied
 
     def _execute(self, cmd: Command) -> CommandResult:
         if isinstance(cmd, PutCommand):
@@ -322,6 +346,7 @@ class PartitionStateMachine:
                 # A malformed command is answered, never allowed to stop the group.
                 run.apply(e.index, b"")
                 out.append(exc)
+        run.finish()
         return out
 
     def snapshot(self) -> bytes:

@@ -49,12 +49,22 @@ MAX_KEY_BYTES = 64 * 1024
 _NS_RE = re.compile(r"^[a-z0-9_.-]{1,64}$")
 
 
+_VALID_NAMESPACES: set[str] = set()
+"""Names that passed :func:`check_namespace` (a cache of a pure check; bounded by the
+handful of namespaces a node uses, and never more than _MAX_CACHED_NAMESPACES)."""
+_MAX_CACHED_NAMESPACES = 1024
+
+
 def check_namespace(name: object) -> str:
     """Return ``name`` if it is a valid namespace name, else raise :class:`InvalidRequest`."""
+    if type(name) is str and name in _VALID_NAMESPACES:
+        return name
     if not isinstance(name, str) or not _NS_RE.match(name):
         raise InvalidRequest(
             f"namespace {name!r} is not valid (1-64 characters of a-z, 0-9, '_', '.', '-')"
         )
+    if len(_VALID_NAMESPACES) < _MAX_CACHED_NAMESPACES:
+        _VALID_NAMESPACES.add(name)
     return name
 
 
@@ -81,6 +91,18 @@ class WriteBatch:
 
     def put(self, namespace: str, key: bytes, value: bytes) -> WriteBatch:
         """Set ``key`` to ``value`` in ``namespace``."""
+        # Fast path for the common case (plain bytes, a namespace seen before): this runs
+        # several times per replicated write on every node.
+        if (
+            type(key) is bytes
+            and type(value) is bytes
+            and 0 < len(key) <= MAX_KEY_BYTES
+            and type(namespace) is str
+            and namespace in _VALID_NAMESPACES
+        ):
+            self.ops.append((OP_PUT, namespace, key, value))
+            self._bytes += len(key) + len(value)
+            return self
         k = _check_bytes("key", key)
         if len(k) > MAX_KEY_BYTES:
             raise InvalidRequest(f"key of {len(k)} bytes exceeds the {MAX_KEY_BYTES}-byte limit")
