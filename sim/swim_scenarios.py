@@ -13,6 +13,15 @@ Usage::
     uv run python sim/swim_scenarios.py --quick
     uv run python sim/swim_scenarios.py --sizes 10 100 500 --seeds 5 \\
         --markdown docs/membership-detection.md --json sim-results.json
+
+``--scenarios`` runs only some scenarios (the tables then show only the rows and cells
+that ran). ``--slow-hours H`` runs each slow-node scenario (``stall``, ``slow``) for ``H``
+node-hours per cell instead of the default duration, split evenly over the seeds: a rare
+event needs more node-hours than the other scenarios. For example the 10-node
+slow-inbound comparison of plain SWIM and Lifeguard at 250 node-h per cell::
+
+    uv run python sim/swim_scenarios.py --sizes 10 --seeds 5 --modes swim swim+lifeguard \\
+        --scenarios slow --slow-hours 250 --json slow10.json
 """
 
 from __future__ import annotations
@@ -153,6 +162,8 @@ def false_deads(
     susp_slow = susp.get(slow, 0)
     return {
         "observer_declarations": len(events),
+        "healthy_declarations": len(events) - about_slow,
+        "slow_declarations": about_slow,
         "per_node_hour": len(events) / node_hours,
         "healthy_per_node_hour": (len(events) - about_slow) / node_hours,
         "slow_per_node_hour": about_slow / node_hours,
@@ -211,12 +222,25 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "stall": {"anomaly": "stall"},
     "slow": {"anomaly": "slow"},
 }
+SLOW_SCENARIOS = ("stall", "slow")
+"""The slow-node scenarios, whose duration ``--slow-hours`` sets."""
+ALL_SCENARIOS = ("crash", "join", "heal", *SCENARIOS)
 
 
 def _fp_seconds(n: int, quick: bool) -> float:
     base = FP_SECONDS.get(n, 600.0 * (10 / n) ** 0.5)
     base = float(base)
     return base / 5 if quick else base
+
+
+def _durations(n: int, k: int, quick: bool, slow_hours: float | None) -> dict[str, float]:
+    """Virtual seconds per seed of each false-positive scenario at size ``n`` with ``k`` seeds."""
+    dur = _fp_seconds(n, quick)
+    out = dict.fromkeys(SCENARIOS, dur)
+    if slow_hours is not None:
+        for label in SLOW_SCENARIOS:
+            out[label] = slow_hours * 3600.0 / (n * k)
+    return out
 
 
 def _task(task: tuple[str, int, str, int, float]) -> tuple[tuple[str, int, str], Any]:
@@ -239,19 +263,30 @@ def run(
     modes: tuple[str, ...] = MODES,
     jobs: int = 1,
     big_seeds: int = 1,
+    scenarios: tuple[str, ...] = ALL_SCENARIOS,
+    slow_hours: float | None = None,
 ) -> dict[str, Any]:
-    """Run every scenario (on ``jobs`` processes); return the raw and summarised results.
+    """Run the ``scenarios`` (on ``jobs`` processes); return the raw and summarised results.
 
     Sizes of 300 and more use ``big_seeds`` seeds (pure Python: a 500-node run is slow).
+    ``slow_hours``: node-hours per cell of each slow-node scenario, split over the seeds
+    (default: the same duration as the loss scenarios).
     """
-    out: dict[str, Any] = {"sizes": sizes, "seeds": seeds, "quick": quick, "rows": []}
+    out: dict[str, Any] = {
+        "sizes": sizes,
+        "seeds": seeds,
+        "quick": quick,
+        "scenarios": list(scenarios),
+        "slow_hours": slow_hours,
+        "rows": [],
+    }
     tasks: list[tuple[str, int, str, int, float]] = []
     for n in sizes:
         k = seeds if n < 300 else big_seeds
-        dur = _fp_seconds(n, quick)
+        durs = _durations(n, k, quick, slow_hours)
         for mode in modes:
-            for kind in ("crash", "join", "heal", *SCENARIOS):
-                tasks.extend((kind, n, mode, s, dur) for s in range(k))
+            for kind in (s for s in ALL_SCENARIOS if s in scenarios):
+                tasks.extend((kind, n, mode, s, durs.get(kind, 0.0)) for s in range(k))
     results: dict[tuple[str, int, str], list[Any]] = {}
     t0 = time.perf_counter()
 
@@ -273,26 +308,38 @@ def run(
     else:
         for i, (key, res) in enumerate(map(_task, tasks), 1):
             collect(i, key, res)
+    counts = ("observer_declarations", "healthy_declarations", "slow_declarations", "episodes")
     for n in sizes:
         k = seeds if n < 300 else big_seeds
-        dur = _fp_seconds(n, quick)
+        durs = _durations(n, k, quick, slow_hours)
         for mode in modes:
-            row: dict[str, Any] = {"n": n, "mode": mode, "seeds": k, "fp_seconds": dur}
-            crash = results[("crash", n, mode)]
-            row["first_dead"] = _stats([c["first"] for c in crash])
-            row["all_dead"] = _stats([c["all"] for c in crash])
-            row["join"] = _stats(results[("join", n, mode)])
-            row["heal"] = _stats(results[("heal", n, mode)])
+            row: dict[str, Any] = {
+                "n": n,
+                "mode": mode,
+                "seeds": k,
+                "fp_seconds": _fp_seconds(n, quick),
+            }
+            if "crash" in scenarios:
+                crash = results[("crash", n, mode)]
+                row["first_dead"] = _stats([c["first"] for c in crash])
+                row["all_dead"] = _stats([c["all"] for c in crash])
+            if "join" in scenarios:
+                row["join"] = _stats(results[("join", n, mode)])
+            if "heal" in scenarios:
+                row["heal"] = _stats(results[("heal", n, mode)])
             for label in SCENARIOS:
+                if label not in scenarios:
+                    continue
                 res = results[(label, n, mode)]
                 row[label] = {
-                    key: statistics.mean(r[key] for r in res)
-                    for key in res[0]
-                    if key not in ("observer_declarations", "episodes")
+                    key: statistics.mean(r[key] for r in res) for key in res[0] if key not in counts
                 }
                 row[label]["declarations"] = sum(r["observer_declarations"] for r in res)
+                row[label]["healthy_declarations"] = sum(r["healthy_declarations"] for r in res)
+                row[label]["slow_declarations"] = sum(r["slow_declarations"] for r in res)
                 row[label]["episodes"] = sum(r["episodes"] for r in res)
-                row[label]["node_hours"] = n * dur * k / 3600
+                row[label]["seconds"] = durs[label]
+                row[label]["node_hours"] = n * durs[label] * k / 3600
             out["rows"].append(row)
             print(_row_line(row), file=sys.stderr, flush=True)
     return out
@@ -302,32 +349,51 @@ def _f(v: float | None, digits: int = 1) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
-def _t(s: tuple[float | None, float | None, int]) -> str:
+def _t(s: tuple[float | None, float | None, int] | None) -> str:
+    if s is None:  # scenario not run (--scenarios)
+        return "—"
     med, mx, missed = s
     txt = f"{_f(med)} / {_f(mx)}"
     return txt + (f" ({missed} never)" if missed else "")
 
 
+def _g(row: dict[str, Any], label: str, key: str) -> float | None:
+    """``row[label][key]``, or None if ``label`` did not run."""
+    return row[label][key] if label in row else None
+
+
 def _row_line(row: dict[str, Any]) -> str:
     return (
-        f"| {row['n']} | {row['mode']} | {_t(row['first_dead'])} | {_t(row['all_dead'])} | "
-        f"{_f(row['loss5']['per_node_hour'], 2)} | {_f(row['loss20']['per_node_hour'], 2)} | "
-        f"{_t(row['join'])} | {_t(row['heal'])} | "
-        f"{_f(row['loss5']['msgs_per_node_s'])} / {_f(row['loss5']['bytes_per_node_s'], 0)} |"
+        f"| {row['n']} | {row['mode']} | {_t(row.get('first_dead'))} | "
+        f"{_t(row.get('all_dead'))} | "
+        f"{_f(_g(row, 'loss5', 'per_node_hour'), 2)} | "
+        f"{_f(_g(row, 'loss20', 'per_node_hour'), 2)} | "
+        f"{_t(row.get('join'))} | {_t(row.get('heal'))} | "
+        f"{_f(_g(row, 'loss5', 'msgs_per_node_s'))} / "
+        f"{_f(_g(row, 'loss5', 'bytes_per_node_s'), 0)} |"
     )
+
+
+def _node_hours(row: dict[str, Any]) -> str:
+    """Node-hours per cell of the slow-node scenarios that ran ("a / b" if they differ)."""
+    hours = [f"{row[label]['node_hours']:.0f}" for label in SLOW_SCENARIOS if label in row]
+    return " / ".join(dict.fromkeys(hours)) or "—"
 
 
 def _slow_line(row: dict[str, Any]) -> str:
     cells = [str(row["n"]), row["mode"]]
-    for label in ("stall", "slow"):
-        r = row[label]
+    for label in SLOW_SCENARIOS:
         cells += [
-            f"{_f(r['healthy_per_node_hour'], 2)} / {_f(r['slow_per_node_hour'], 2)}",
-            f"{_f(r['healthy_suspicions_per_node_hour'], 1)} / "
-            f"{_f(r['slow_suspicions_per_node_hour'], 1)}",
+            f"{_f(_g(row, label, 'healthy_per_node_hour'), 2)} / "
+            f"{_f(_g(row, label, 'slow_per_node_hour'), 2)}",
+            f"{_f(_g(row, label, 'healthy_suspicions_per_node_hour'), 1)} / "
+            f"{_f(_g(row, label, 'slow_suspicions_per_node_hour'), 1)}",
         ]
-    cells.append(f"{row['stall']['node_hours']:.0f}")
+    cells.append(_node_hours(row))
     return "| " + " | ".join(cells) + " |"
+
+
+_MAIN_KEYS = ("first_dead", "all_dead", "join", "heal", "loss5", "loss20")
 
 
 def table(results: dict[str, Any]) -> str:
@@ -346,22 +412,39 @@ def table(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|"
     )
     rows = results["rows"]
-    return "\n".join(
-        [head, *(_row_line(r) for r in rows), "", slow_head, *(_slow_line(r) for r in rows)]
-    )
+    main = [_row_line(r) for r in rows if any(k in r for k in _MAIN_KEYS)]
+    slow = [_slow_line(r) for r in rows if any(k in r for k in SLOW_SCENARIOS)]
+    parts = [head, *main] if main else []
+    if slow:
+        parts += ["", slow_head, *slow] if parts else [slow_head, *slow]
+    return "\n".join(parts)
 
 
 def _describe(results: dict[str, Any]) -> str:
-    parts = []
-    seen: set[int] = set()
+    """How long each size ran; detectors named only where they ran differently."""
+    by_size: dict[int, dict[str, list[str]]] = {}
     for r in results["rows"]:
-        if r["n"] in seen:
-            continue
-        seen.add(r["n"])
-        parts.append(
-            f"{r['n']} nodes: {r['seeds']} seed(s), false-positive runs "
-            f"{r['fp_seconds']:.0f} s virtual = {r['stall']['node_hours']:.0f} node-h per cell"
-        )
+        fp = [label for label in SCENARIOS if label in r]
+        uniform = all(r[label].get("seconds", r["fp_seconds"]) == r["fp_seconds"] for label in fp)
+        if uniform:
+            hours = r["seeds"] * r["n"] * r["fp_seconds"] / 3600
+            txt = (
+                f"false-positive runs {r['fp_seconds']:.0f} s virtual = {hours:.0f} node-h per cell"
+            )
+        else:
+            txt = ", ".join(
+                f"{label} {r[label]['seconds']:.0f} s virtual = "
+                f"{r[label]['node_hours']:.0f} node-h per cell"
+                for label in fp
+            )
+        txt = f"{r['seeds']} seed(s)" + (f", {txt}" if fp else "")
+        by_size.setdefault(r["n"], {}).setdefault(txt, []).append(r["mode"])
+    parts = []
+    for n, texts in by_size.items():
+        if len(texts) == 1:
+            parts.append(f"{n} nodes: {next(iter(texts))}")
+        else:
+            parts += [f"{n} nodes, {' + '.join(modes)}: {txt}" for txt, modes in texts.items()]
     return "; ".join(parts) + ("; quick" if results["quick"] else "")
 
 
@@ -408,6 +491,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument("--big-seeds", type=int, default=1, help="seeds for sizes >= 300")
+    p.add_argument(
+        "--scenarios",
+        nargs="+",
+        default=list(ALL_SCENARIOS),
+        choices=ALL_SCENARIOS,
+        help="run only these scenarios (default: all)",
+    )
+    p.add_argument(
+        "--slow-hours",
+        type=float,
+        metavar="H",
+        help="node-hours per cell of each slow-node scenario (stall, slow), split over the\n"
+        "seeds (default: as long as the loss scenarios)",
+    )
     p.add_argument("--markdown", type=Path, help="write the table into this file")
     p.add_argument("--json", type=Path, help="write raw results as JSON here")
     p.add_argument(
@@ -428,7 +525,14 @@ def main(argv: list[str] | None = None) -> int:
         }
     else:
         results = run(
-            sizes, seeds, args.quick, tuple(args.modes), jobs=args.jobs, big_seeds=args.big_seeds
+            sizes,
+            seeds,
+            args.quick,
+            tuple(args.modes),
+            jobs=args.jobs,
+            big_seeds=args.big_seeds,
+            scenarios=tuple(args.scenarios),
+            slow_hours=args.slow_hours,
         )
     if not args.from_json:
         results["commands"] = [_command(argv)]

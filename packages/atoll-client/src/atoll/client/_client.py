@@ -335,7 +335,7 @@ class AtollClient:
             if node is None:
                 await self.refresh_map()
                 continue
-            frame = encode_kv_request(attrs.evolve(req, epoch=cmap.epoch))
+            frame = encode_kv_request(req, epoch=cmap.epoch)
             try:
                 # The transport enforces the timeout itself (raising Timeout).
                 return await self._transport.request(

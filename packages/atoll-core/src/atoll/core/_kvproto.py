@@ -71,9 +71,9 @@ class KVRequest:
     """For batches: the partition all items belong to (the client groups them)."""
 
 
-def encode_kv_request(req: KVRequest) -> Frame:
-    """The frame for ``req``."""
-    h: dict[str, Any] = {"ks": req.keyspace, "e": req.epoch}
+def encode_kv_request(req: KVRequest, *, epoch: int | None = None) -> Frame:
+    """The frame for ``req`` (with ``epoch`` in place of ``req.epoch`` if given)."""
+    h: dict[str, Any] = {"ks": req.keyspace, "e": req.epoch if epoch is None else epoch}
     if req.client_id:
         h.update(c=req.client_id, s=req.seq, k=req.acked)
     if req.op is KVOp.GET:

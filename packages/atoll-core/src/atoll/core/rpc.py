@@ -18,7 +18,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import attrs
 
 from ._codec import FLAG_ERROR, FLAG_REPLY, FLAG_REQUEST, Frame, encode_frame
 from ._errors import AtollError, FrameError, error_from_wire, error_to_wire
@@ -107,7 +106,7 @@ class PendingRequests:
 
 def as_request(frame: Frame, rid: int) -> Frame:
     """``frame`` stamped as request ``rid``."""
-    return attrs.evolve(frame, request_id=rid, flags=FLAG_REQUEST)
+    return Frame(frame.type, frame.header, frame.attachments, rid, FLAG_REQUEST)
 
 
 def result_of(slot: _Slot) -> Frame:
@@ -148,7 +147,7 @@ async def answer(handler: FrameHandler, frame: Frame, sender: str, log: logging.
         )
     reply = Frame("ok") if result is None else result
     try:
-        return encode_frame(attrs.evolve(reply, request_id=rid, flags=FLAG_REPLY))
+        return encode_frame(Frame(reply.type, reply.header, reply.attachments, rid, FLAG_REPLY))
     except FrameError as exc:
         log.error("handler reply to %r from %s cannot be encoded: %s", frame.type, sender, exc)
         return _error_reply(rid, AtollError(f"reply to {frame.type!r} cannot be encoded"))
