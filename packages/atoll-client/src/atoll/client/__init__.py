@@ -11,4 +11,4 @@ from ._client import AtollClient as AtollClient
 from ._client import CasResult as CasResult
 from ._sync import SyncClient as SyncClient
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

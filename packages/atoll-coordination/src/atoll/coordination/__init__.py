@@ -24,4 +24,4 @@ from ._statemachine import PartitionStateMachine as PartitionStateMachine
 from ._statemachine import data_key as data_key
 from ._statemachine import partition_range as partition_range
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

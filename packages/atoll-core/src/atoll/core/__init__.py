@@ -94,4 +94,4 @@ from ._transport import FrameHandler as FrameHandler
 from ._transport import Transport as Transport
 from .hookspecs import hookimpl as hookimpl
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

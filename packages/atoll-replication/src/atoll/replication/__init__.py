@@ -59,4 +59,4 @@ from ._wire import encode_message as encode_message
 from ._wire import frame_to_message as frame_to_message
 from ._wire import message_to_frame as message_to_frame
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

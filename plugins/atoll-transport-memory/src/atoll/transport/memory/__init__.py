@@ -16,4 +16,4 @@ from atoll.testing import default_memory_network as default_memory_network
 from ._transport import MemoryStats as MemoryStats
 from ._transport import MemoryTransport as MemoryTransport
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -14,4 +14,4 @@ Frames above the server's ``max_payload`` are chunked and reassembled.
 from ._transport import NatsStats as NatsStats
 from ._transport import NatsTransport as NatsTransport
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

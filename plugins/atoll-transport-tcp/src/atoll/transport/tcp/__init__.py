@@ -12,4 +12,4 @@ from ._transport import HELLO as HELLO
 from ._transport import TcpStats as TcpStats
 from ._transport import TcpTransport as TcpTransport
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
