@@ -10,4 +10,4 @@ from ._dev import DevCluster as DevCluster
 from ._workload import WorkloadResult as WorkloadResult
 from ._workload import run_workload as run_workload
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

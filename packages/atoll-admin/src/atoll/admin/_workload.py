@@ -32,6 +32,9 @@ class WorkloadResult:
     latencies: list[float] = attrs.field(repr=False)
     read_latencies: list[float] = attrs.field(repr=False)
     write_latencies: list[float] = attrs.field(repr=False)
+    cpu_seconds: float = 0.0
+    """CPU time this process used during the run (all threads: the load generator's own
+    cost, which on a shared machine competes with the nodes)."""
 
     @property
     def ops_per_second(self) -> float:
@@ -53,6 +56,7 @@ class WorkloadResult:
             "read_p99_ms": round(percentile(self.read_latencies, 99) * 1000, 3),
             "write_p50_ms": round(percentile(self.write_latencies, 50) * 1000, 3),
             "write_p99_ms": round(percentile(self.write_latencies, 99) * 1000, 3),
+            "cpu_s": round(self.cpu_seconds, 3),
         }
 
 
@@ -106,10 +110,12 @@ async def run_workload(
                 progress(1)
 
     t_start = time.perf_counter()
+    cpu_start = time.process_time()
     async with anyio.create_task_group() as tg:
         for w in range(concurrency):
             tg.start_soon(worker, w)
     elapsed = time.perf_counter() - t_start
+    cpu = time.process_time() - cpu_start
     return WorkloadResult(
-        len(lat), len(rlat), len(wlat), counts["errors"], elapsed, lat, rlat, wlat
+        len(lat), len(rlat), len(wlat), counts["errors"], elapsed, lat, rlat, wlat, cpu
     )
