@@ -7,6 +7,8 @@ import ast
 import pathlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from atoll.core import CorruptData, FrameError, decode_frame, encode_frame
 from atoll.replication import (
@@ -147,6 +149,15 @@ def test_message_frame_round_trip() -> None:
         {"y": 1, "s": 1, "d": "b"},
         {"y": 1, "s": "a", "d": "b", "t": -1},
         {"y": 1, "s": "a", "d": "b", "e": [[1, 1]]},
+        {"y": [1], "s": "a", "d": "b"},
+        {"y": True, "s": "a", "d": "b"},
+        {"y": 1, "s": "a", "d": "b", "e": {"x": 1}},
+        {"y": 1, "s": "a", "d": "b", "e": [[1, True, 0]]},
+        {"y": 1, "s": "a", "d": "b", "e": [[1, 1, 7]]},
+        {"y": 1, "s": "a", "d": "b", "e": [[1, 1, [0]]]},
+        {"y": 1, "s": "a", "d": "b", "st": "later"},
+        {"y": 1, "s": "a", "d": "b", "g": 1.5},
+        {"y": 1, "s": "a", "d": "b", "sn": [1, 1]},
     ],
 )
 def test_malformed_messages_raise_frame_error(header: dict[str, object]) -> None:
@@ -154,6 +165,30 @@ def test_malformed_messages_raise_frame_error(header: dict[str, object]) -> None
 
     with pytest.raises(FrameError):
         frame_to_message(Frame("raft", header, (b"", b"")))
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 2**40) | st.floats() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=2), inner),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    header=st.dictionaries(
+        st.sampled_from(["y", "g", "s", "d", "t", "lt", "i", "c", "e", "r", "rh", "st", "sn"]),
+        _json,
+    ),
+    n_atts=st.integers(0, 4),
+)
+def test_any_header_decodes_or_raises_frame_error(header: dict[str, object], n_atts: int) -> None:
+    from atoll.core import Frame
+
+    try:
+        frame_to_message(Frame("raft", header, tuple(b"x" for _ in range(n_atts))))
+    except FrameError:
+        pass
 
 
 def test_session_table_dedups_retries() -> None:

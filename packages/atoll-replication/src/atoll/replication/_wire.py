@@ -88,22 +88,17 @@ def encode_message(m: Message) -> tuple[dict[str, Any], tuple[bytes, ...]]:
 
 def _int(h: dict[str, Any], key: str) -> int:
     v = h.get(key, 0)
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+    if type(v) is not int or v < 0:  # type() is exact: a bool is refused too
         raise FrameError(f"raft message: field {key!r} is not a non-negative integer: {v!r}")
     return v
 
 
-def decode_message(header: dict[str, Any], attachments: tuple[bytes, ...]) -> Message:
-    """Rebuild the :class:`Message` that :func:`encode_message` produced."""
-    try:
-        kind = MessageType(_int(header, "y"))
-    except ValueError as exc:
-        raise FrameError(f"raft message: unknown type {header.get('y')!r}") from exc
-    src, dst = header.get("s"), header.get("d")
-    if not isinstance(src, str) or not isinstance(dst, str):
-        raise FrameError("raft message: source and destination must be node id strings")
-    raw_entries = header.get("e", [])
-    if not isinstance(raw_entries, list):
+_TYPES = {int(t): t for t in MessageType}
+_KINDS = {int(k): k for k in EntryKind}
+
+
+def _entries(raw_entries: Any, attachments: tuple[bytes, ...]) -> tuple[Entry, ...]:
+    if type(raw_entries) is not list:
         raise FrameError("raft message: entries 'e' is not a list")
     if len(attachments) != len(raw_entries) + 2:
         raise FrameError(
@@ -112,16 +107,39 @@ def decode_message(header: dict[str, Any], attachments: tuple[bytes, ...]) -> Me
         )
     entries: list[Entry] = []
     for meta, data in zip(raw_entries, attachments, strict=False):
-        if (
-            not isinstance(meta, list)
-            or len(meta) != 3
-            or not all(isinstance(x, int) and not isinstance(x, bool) for x in meta)
-        ):
+        if type(meta) is not list or len(meta) != 3:
             raise FrameError(f"raft message: bad entry header {meta!r}")
-        try:
-            entries.append(Entry(meta[0], meta[1], data, EntryKind(meta[2])))
-        except ValueError as exc:
-            raise FrameError(f"raft message: unknown entry kind {meta[2]!r}") from exc
+        index, term, kind = meta
+        if type(index) is not int or type(term) is not int or type(kind) is not int:
+            raise FrameError(f"raft message: bad entry header {meta!r}")
+        ek = _KINDS.get(kind)
+        if ek is None:
+            raise FrameError(f"raft message: unknown entry kind {kind!r}")
+        entries.append(Entry(index, term, data, ek))
+    return tuple(entries)
+
+
+def decode_message(header: dict[str, Any], attachments: tuple[bytes, ...]) -> Message:
+    """Rebuild the :class:`Message` that :func:`encode_message` produced.
+
+    On the hot path of every node (every append, response and heartbeat), so the checks
+    are written out with exact ``type()`` tests and table lookups rather than helpers
+    that raise through enum constructors.
+    """
+    y = header.get("y")
+    kind = _TYPES.get(y) if type(y) is int else None
+    if kind is None:
+        raise FrameError(f"raft message: unknown type {header.get('y')!r}")
+    src, dst = header.get("s"), header.get("d")
+    if type(src) is not str or type(dst) is not str:
+        raise FrameError("raft message: source and destination must be node id strings")
+    raw_entries = header.get("e")
+    if raw_entries is None:
+        if len(attachments) != 2:
+            raise FrameError(f"raft message: 0 entries need 2 attachments, got {len(attachments)}")
+        entries: tuple[Entry, ...] = ()
+    else:
+        entries = _entries(raw_entries, attachments)
     snapshot = None
     if "sn" in header:
         sn = header["sn"]
@@ -131,7 +149,7 @@ def decode_message(header: dict[str, Any], attachments: tuple[bytes, ...]) -> Me
             _int({"x": sn[0]}, "x"), _int({"x": sn[1]}, "x"), _conf_from_doc(sn[2])
         )
     stamp = header.get("st", 0.0)
-    if not isinstance(stamp, int | float) or isinstance(stamp, bool):
+    if type(stamp) is not float and type(stamp) is not int:
         raise FrameError(f"raft message: stamp is not a number: {stamp!r}")
     return Message(
         type=kind,
@@ -142,15 +160,15 @@ def decode_message(header: dict[str, Any], attachments: tuple[bytes, ...]) -> Me
         log_term=_int(header, "lt"),
         index=_int(header, "i"),
         commit=_int(header, "c"),
-        entries=tuple(entries),
-        reject=bool(header.get("r", False)),
+        entries=entries,
+        reject=header.get("r", False) is True,
         reject_hint=_int(header, "rh"),
         context=attachments[-2],
         stamp=float(stamp),
         snapshot=snapshot,
         snap_offset=_int(header, "so"),
         snap_data=attachments[-1],
-        snap_done=bool(header.get("sd", False)),
+        snap_done=header.get("sd", False) is True,
     )
 
 
