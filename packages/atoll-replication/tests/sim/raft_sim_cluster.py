@@ -230,6 +230,8 @@ class SimCluster:
         # sending a leader's appends and persisting them) and how often faults strike.
         self.disk_latency = self.rng.choice([(0.0002, 0.003), (0.001, 0.03)])
         self.fault_every = self.rng.choice([0.25, 0.1, 0.05])
+        # Half the seeds run as the node host does: commit learnt from appends/heartbeats.
+        self.raft_cfg.setdefault("commit_broadcast", self.rng.random() < 0.5)
         for node in self.nodes.values():
             node.start()
 

@@ -958,7 +958,8 @@ class RaftNode:
         q = self._uncommitted
         while q and q[0][0] <= self.log.committed:
             self._uncommitted_bytes -= q.popleft()[1]
-        self._need_bcast = True
+        if self.config.commit_broadcast:
+            self._need_bcast = True
         if self._pending_reads and self._committed_in_term():
             pending, self._pending_reads = self._pending_reads, []
             for ctx, requester in pending:

@@ -380,6 +380,9 @@ class RaftHost:
             max_uncommitted_bytes=self.max_uncommitted_bytes,
             snapshot_interval_entries=self.snapshot_interval_entries,
             forward_proposals=False,
+            # Followers learn the commit index from the next append or heartbeat: under
+            # load with many groups this halves the messages per write.
+            commit_broadcast=False,
             priorities=dict(priorities or {}),
         )
         node = RaftNode(cfg, storage, rng=make_rng(self.rng.getrandbits(64)), clock=self.clock)

@@ -62,6 +62,13 @@ class RaftConfig:
     """Ask the shell for a snapshot every this many applied entries (0 = never)."""
     forward_proposals: bool = True
     """A follower forwards ``propose`` to its leader instead of raising NotLeader."""
+    commit_broadcast: bool = True
+    """When only the commit index advanced, send each follower an empty append so it
+    applies at once (etcd-io/raft's behaviour). False leaves it to the next append or
+    heartbeat (at most ``heartbeat_ticks`` later): half the messages of a lightly
+    batched group under load, at the cost of followers applying a little later. Only the
+    followers' view of the commit index is affected, never what commits or when the
+    leader answers."""
     priorities: dict[str, int] = attrs.field(factory=dict)
     """Election priority per node (default 0). Lower-priority nodes wait longer to
     campaign, and a leader hands leadership to a caught-up higher-priority voter."""
