@@ -21,7 +21,7 @@ event needs more node-hours than the other scenarios. For example the 10-node
 slow-inbound comparison of plain SWIM and Lifeguard at 250 node-h per cell::
 
     uv run python sim/swim_scenarios.py --sizes 10 --seeds 5 --modes swim swim+lifeguard \\
-        --scenarios slow --slow-hours 250 --json slow10.json
+        --scenarios stall slow --slow-hours 250 --json fp10.json
 """
 
 from __future__ import annotations
