@@ -132,7 +132,7 @@ def run_scenario(
     return {
         "scenario": name,
         "partitions": partitions,
-        "reads": reads,
+        "read_fraction": reads,
         "concurrency": conc,
         **result,
     }
@@ -193,7 +193,7 @@ def main() -> int:
         ]
         for r in rows:
             lines.append(
-                f"| {r['scenario']} | {r['partitions']} | {int(r['reads'] * 100)}% | "
+                f"| {r['scenario']} | {r['partitions']} | {int(r['read_fraction'] * 100)}% | "
                 f"{r['concurrency']} | {r['ops_per_s']:.0f} | {r['p50_ms']:.2f} | "
                 f"{r['p99_ms']:.2f} | {r['errors']} | {r['node_cpu_us_per_op']:.0f} | "
                 f"{r['load_cpu_us_per_op']:.0f} |"
