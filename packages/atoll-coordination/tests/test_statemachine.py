@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -40,7 +41,51 @@ def test_command_encoding_round_trips(cmd: object) -> None:
     assert decode_command(encode_command(cmd)) == cmd  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("garbage", [b"", b"\x00\x00\x00\x01\x01", b"not a frame at all"])
+@given(st.binary(max_size=64))
+def test_any_binary_entry_decodes_or_is_invalid_request(tail: bytes) -> None:
+    for data in (b"\xff" + tail, b"\xff\x04\x00\x00" + bytes(16) + tail, tail):
+        try:
+            decode_command(data)
+        except InvalidRequest:
+            pass
+
+
+@given(commands)
+def test_entries_in_the_earlier_frame_layout_still_decode(cmd: object) -> None:
+    """Logs and snapshots written before the binary layout hold frame-encoded commands."""
+    from atoll.core import Frame, encode_frame
+
+    c: Any = cmd
+    h: dict[str, Any] = {}
+    if c.client_id or c.seq or c.acked:
+        h = {"c": c.client_id, "s": c.seq, "k": c.acked}
+    if isinstance(c, PutCommand):
+        old = encode_frame(Frame("put", h, (c.key, c.value)))
+    elif isinstance(c, DeleteCommand):
+        old = encode_frame(Frame("del", h, (c.key,)))
+    elif isinstance(c, CasCommand):
+        h.update(e=c.expected is not None, n=c.new is not None)
+        old = encode_frame(Frame("cas", h, (c.key, c.expected or b"", c.new or b"")))
+    else:
+        h["p"] = [0 if v is None else 1 for _, v in c.items]
+        old = encode_frame(Frame("batch", h, tuple(x for k, v in c.items for x in (k, v or b""))))
+    assert decode_command(old) == c
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"",
+        b"\x00\x00\x00\x01\x01",
+        b"not a frame at all",
+        b"\xff",
+        b"\xff\x09\x00\x00" + bytes(16),  # unknown kind
+        b"\xff\x01\x00\x02\xc3\x28" + bytes(16),  # client id is not UTF-8
+        b"\xff\x01\x00\x00" + bytes(16) + b"\x00\x00\x00\x09k",  # key past the end
+        b"\xff\x04\x00\x00" + bytes(16) + b"\x00\x00\x00\x02",  # batch items missing
+        b"\xff\x03\x00\x00" + bytes(16) + b"\x07\x00\x00\x00\x00\x00\x00\x00\x00",
+    ],
+)
 def test_garbage_entry_is_invalid_request(garbage: bytes) -> None:
     with pytest.raises(InvalidRequest):
         decode_command(garbage)
