@@ -972,8 +972,12 @@ class RaftNode:
         return self.role is Role.LEADER and self.log.committed >= self._term_start
 
     def _bcast_append(self) -> None:
+        # With commit_broadcast an empty append carries a new commit index; without it
+        # an append is only worth sending if it carries entries (the step path may have
+        # sent this cycle's entries already, right after the follower's last response).
+        if_empty = self.config.commit_broadcast
         for node in sorted(self.tracker.progress):
-            if node != self.id and self._maybe_send_append(node):
+            if node != self.id and self._maybe_send_append(node, send_if_empty=if_empty):
                 # Pipelining: fill the follower's in-flight window, not just one message.
                 pr = self.tracker.progress[node]
                 while pr.state is ProgressState.REPLICATE and self._maybe_send_append(

@@ -65,8 +65,9 @@ class RaftConfig:
     commit_broadcast: bool = True
     """When only the commit index advanced, send each follower an empty append so it
     applies at once (etcd-io/raft's behaviour). False leaves it to the next append or
-    heartbeat (at most ``heartbeat_ticks`` later): half the messages of a lightly
-    batched group under load, at the cost of followers applying a little later. Only the
+    heartbeat (at most ``heartbeat_ticks`` later), and a broadcast sends appends only to
+    followers that have entries to receive: far fewer messages for a lightly batched
+    group under load, at the cost of followers applying a little later. Only the
     followers' view of the commit index is affected, never what commits or when the
     leader answers."""
     priorities: dict[str, int] = attrs.field(factory=dict)
