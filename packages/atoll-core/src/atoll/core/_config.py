@@ -167,7 +167,10 @@ class RaftSettings:
     """One logical Raft tick. Heartbeats go out every ``heartbeat_ticks`` ticks."""
     election_ticks: int = attrs.field(default=10, validator=_positive)
     """Election timeout base in ticks (randomised in [base, 2*base))."""
-    heartbeat_ticks: int = attrs.field(default=1, validator=_positive)
+    heartbeat_ticks: int = attrs.field(default=2, validator=_positive)
+    """Heartbeat interval in ticks (100 ms by default, a fifth of the election timeout,
+    as TiKV runs it): every non-quiesced group sends one to each follower, so with many
+    active partitions heartbeats are a large share of all Raft messages."""
     lease_reads: bool = True
     """Serve linearizable reads from the leader lease when it is valid (else ReadIndex)."""
     max_clock_drift_ms: int = 50
