@@ -93,3 +93,30 @@ def test_lease_is_dropped_when_a_transfer_starts() -> None:
     net.isolate("b")
     net["a"].transfer_leadership("b")
     assert net["a"].lease_expiry() == float("-inf")
+
+
+def test_lease_read_index_is_the_synchronous_fast_path_of_a_lease_read() -> None:
+    clock = VirtualClock()
+    net = _lease_net(clock)
+    net.elect("a")
+    assert net["b"].lease_read_index() is None, "a follower holds no lease"
+    net.tick("a")  # heartbeat at t=0 acknowledged by b and c
+    clock.advance_to(0.5)
+    before = len(net.delivered)
+    assert net["a"].lease_read_index() == net["a"].commit_index
+    assert not net["a"].has_ready(), "the fast path must not queue a ReadState"
+    assert len(net.delivered) == before
+    clock.advance_to(0.86)  # past the lease (0.9 s minus the 0.05 s drift bound)
+    assert net["a"].lease_read_index() is None
+
+
+def test_lease_read_index_is_none_while_the_group_sleeps() -> None:
+    clock = VirtualClock()
+    net = _lease_net(clock)
+    net.elect("a")
+    net.propose("a", b"k=1")
+    net.tick("a", 3)
+    assert net["a"].lease_read_index() is not None
+    assert net["a"].maybe_quiesce()
+    net.settle()
+    assert net["a"].lease_read_index() is None, "a sleeping leader must wake first"

@@ -3,6 +3,8 @@ proposals, leadership transfer, crash durability."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from raft_harness import MT, Net, Peer, bootstrap
 
@@ -182,3 +184,45 @@ def test_ready_contract_rejects_misuse() -> None:
     net.peers["a"].handle(rd)
     with pytest.raises(InvalidRequest):
         net["a"].advance(rd)
+
+
+def test_without_commit_broadcast_followers_learn_the_commit_from_the_next_heartbeat() -> None:
+    """commit_broadcast=False: an advanced commit index sends no empty appends; the
+    followers learn it from the next heartbeat (or append), and nothing else changes."""
+    for broadcast in (True, False):
+        net = Net(["a", "b", "c"], commit_broadcast=broadcast)
+        net.elect("a")
+        net.tick_all(2)
+        before = len(net.delivered)
+        net.propose("a", b"k=1")
+        index = net["a"].log.last_index()
+        assert net["a"].commit_index == index, "the leader commits either way"
+        apps = [m for m in net.delivered[before:] if m.type is MT.APP]
+        empty = [m for m in apps if not m.entries]
+        if broadcast:
+            assert empty and net["b"].commit_index == index
+        else:
+            assert not empty, f"empty appends sent: {empty}"
+            assert net["b"].commit_index < index
+            net.tick("a")  # the heartbeat carries the commit index
+            assert net["b"].commit_index == net["c"].commit_index == index
+
+
+def test_without_commit_broadcast_a_broadcast_skips_followers_with_nothing_new() -> None:
+    """The step path already sent b the new entries (right after b's response): the
+    Ready broadcast that follows must not add an empty append to b."""
+    net = Net(["a", "b", "c"], commit_broadcast=False, max_inflight_msgs=2)
+    net.elect("a")
+    net.tick_all(2)
+    held: list[Any] = []
+    net.hook = lambda m: (held.append(m), None)[1] if m.type is MT.APP_RESP and m.src == "b" else m
+    net.propose("a", b"p1")  # b's answer is held
+    assert held
+    net.hook = None
+    net["a"].propose(b"p2")  # queued for the next Ready's broadcast
+    net["a"].step(held[-1])  # b's progress moves: the step path sends b p2 at once
+    before = len(net.delivered)
+    net.settle()
+    to_b = [m for m in net.delivered[before:] if m.type is MT.APP and m.dst == "b"]
+    assert to_b and all(m.entries for m in to_b), f"empty append to b: {to_b}"
+    assert net["b"].log.last_index() == net["a"].log.last_index()
