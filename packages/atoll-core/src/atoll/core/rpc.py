@@ -20,7 +20,7 @@ import anyio
 import anyio.abc
 
 from ._codec import FLAG_ERROR, FLAG_REPLY, FLAG_REQUEST, Frame, encode_frame
-from ._errors import AtollError, FrameError, error_from_wire, error_to_wire
+from ._errors import AtollError, FrameError, FrameTooLarge, Timeout, error_from_wire, error_to_wire
 from ._transport import FrameHandler
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "answer",
     "as_request",
     "deliver_one_way",
+    "encode_within",
     "result_of",
 ]
 
@@ -98,6 +99,35 @@ class PendingRequests:
             self.fail(s.rid, error)
         return len(doomed)
 
+    async def call(
+        self,
+        address: str,
+        frame: Frame,
+        *,
+        timeout: float,
+        encode: Callable[[Frame], bytes],
+        send: Callable[[bytes, int], Awaitable[None]],
+    ) -> Frame:
+        """One request/reply round: stamp ``frame`` with a fresh request id, ``encode``
+        it, ``send(data, rid)`` it, and wait up to ``timeout`` seconds for the reply.
+
+        ``send`` raises (PeerUnreachable, ...) if the frame cannot go; the peer's error
+        reply is raised here as its AtollError.
+
+        :raises Timeout: no reply within ``timeout``.
+        """
+        slot = self.open(address)
+        try:
+            data = encode(as_request(frame, slot.rid))
+            with anyio.move_on_after(timeout) as scope:
+                await send(data, slot.rid)
+                await slot.wait()
+            if scope.cancelled_caught:
+                raise Timeout(f"no reply to {frame.type!r} from {address} within {timeout}s")
+            return result_of(slot)
+        finally:
+            self.discard(slot)
+
     def fail_all(self, error: BaseException) -> None:
         """Fail every waiting request (the transport is closing)."""
         for rid in list(self._slots):
@@ -107,6 +137,17 @@ class PendingRequests:
 def as_request(frame: Frame, rid: int) -> Frame:
     """``frame`` stamped as request ``rid``."""
     return Frame(frame.type, frame.header, frame.attachments, rid, FLAG_REQUEST)
+
+
+def encode_within(frame: Frame, max_frame_mb: int) -> bytes:
+    """Encode ``frame``, refusing it locally if it exceeds ``transport.max_frame_mb``."""
+    data = encode_frame(frame)
+    if len(data) - 4 > max_frame_mb * 1024 * 1024:
+        raise FrameTooLarge(
+            f"frame {frame.type!r} of {len(data) - 4} bytes exceeds "
+            f"transport.max_frame_mb = {max_frame_mb}"
+        )
+    return data
 
 
 def result_of(slot: _Slot) -> Frame:

@@ -18,16 +18,19 @@ from atoll.core import (
     Frame,
     FrameError,
     FrameHandler,
-    FrameTooLarge,
     PeerUnreachable,
-    Timeout,
     TransportClosed,
     TransportConfig,
     TransportError,
     decode_frame,
-    encode_frame,
 )
-from atoll.core.rpc import PendingRequests, TaskHost, answer, as_request, deliver_one_way, result_of
+from atoll.core.rpc import (
+    PendingRequests,
+    TaskHost,
+    answer,
+    deliver_one_way,
+    encode_within,
+)
 from atoll.testing import MemoryEndpoint, MemoryNetwork
 
 __all__ = ["MemoryStats", "MemoryTransport"]
@@ -123,19 +126,15 @@ class MemoryTransport:
     async def request(self, address: str, frame: Frame, *, timeout: float) -> Frame:
         """Send ``frame`` and return the reply (see :class:`atoll.core.Transport`)."""
         self._check_open()
-        slot = self._pending.open(address)
-        try:
-            data = self._encode(as_request(frame, slot.rid))
-            with anyio.move_on_after(timeout) as scope:
-                if not await self._network.send(self._address, address, data):
-                    raise PeerUnreachable(f"memory peer {address!r} is not on the network")
-                self._stats.frames_sent += 1
-                await slot.wait()
-            if scope.cancelled_caught:
-                raise Timeout(f"no reply to {frame.type!r} from {address} within {timeout}s")
-            return result_of(slot)
-        finally:
-            self._pending.discard(slot)
+
+        async def send(data: bytes, rid: int) -> None:
+            if not await self._network.send(self._address, address, data):
+                raise PeerUnreachable(f"memory peer {address!r} is not on the network")
+            self._stats.frames_sent += 1
+
+        return await self._pending.call(
+            address, frame, timeout=timeout, encode=self._encode, send=send
+        )
 
     async def close(self) -> None:
         """Detach from the network and fail pending requests. Idempotent."""
@@ -156,13 +155,7 @@ class MemoryTransport:
             raise TransportError(f"memory transport {self._address} is not started")
 
     def _encode(self, frame: Frame) -> bytes:
-        data = encode_frame(frame)
-        if len(data) - 4 > self._max_frame:
-            raise FrameTooLarge(
-                f"frame {frame.type!r} of {len(data) - 4} bytes exceeds "
-                f"transport.max_frame_mb = {self._config.max_frame_mb}"
-            )
-        return data
+        return encode_within(frame, self._config.max_frame_mb)
 
     def _peer_gone(self, address: str) -> None:
         self._pending.fail_peer(

@@ -25,14 +25,18 @@ from atoll.core import (
     FrameHandler,
     FrameTooLarge,
     PeerUnreachable,
-    Timeout,
     TransportClosed,
     TransportConfig,
     TransportError,
     decode_frame,
-    encode_frame,
 )
-from atoll.core.rpc import PendingRequests, TaskHost, answer, as_request, deliver_one_way, result_of
+from atoll.core.rpc import (
+    PendingRequests,
+    TaskHost,
+    answer,
+    deliver_one_way,
+    encode_within,
+)
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
@@ -225,22 +229,18 @@ class NatsTransport:
 
     async def _request_once(self, address: str, frame: Frame, *, timeout: float) -> Frame:
         nc = self._check_open()
-        slot = self._pending.open(address)
-        try:
-            data = self._encode(as_request(frame, slot.rid))
-            with anyio.move_on_after(timeout) as scope:
-                try:
-                    await self._publish(nc, address, data, reply=f"{self._inbox}.{slot.rid}")
-                except (nats.errors.Error, OSError) as exc:
-                    self._check_open()
-                    raise PeerUnreachable(f"cannot publish to {address}: {exc}") from exc
-                self._stats.frames_sent += 1
-                await slot.wait()
-            if scope.cancelled_caught:
-                raise Timeout(f"no reply to {frame.type!r} from {address} within {timeout}s")
-            return result_of(slot)
-        finally:
-            self._pending.discard(slot)
+
+        async def send(data: bytes, rid: int) -> None:
+            try:
+                await self._publish(nc, address, data, reply=f"{self._inbox}.{rid}")
+            except (nats.errors.Error, OSError) as exc:
+                self._check_open()
+                raise PeerUnreachable(f"cannot publish to {address}: {exc}") from exc
+            self._stats.frames_sent += 1
+
+        return await self._pending.call(
+            address, frame, timeout=timeout, encode=self._encode, send=send
+        )
 
     async def close(self) -> None:
         """Fail pending requests, close the NATS connection and stop. Idempotent."""
@@ -267,13 +267,7 @@ class NatsTransport:
         return self._nc
 
     def _encode(self, frame: Frame) -> bytes:
-        data = encode_frame(frame)
-        if len(data) - 4 > self._max_frame:
-            raise FrameTooLarge(
-                f"frame {frame.type!r} of {len(data) - 4} bytes exceeds "
-                f"transport.max_frame_mb = {self._config.max_frame_mb}"
-            )
-        return data
+        return encode_within(frame, self._config.max_frame_mb)
 
     async def _publish(self, nc: NatsClient, subject: str, data: bytes, *, reply: str) -> None:
         """Publish ``data`` in one message, or in chunks if it exceeds ``max_payload``."""

@@ -48,7 +48,14 @@ from atoll.core import (
     encode_frame,
     parse_address,
 )
-from atoll.core.rpc import PendingRequests, answer, as_request, deliver_one_way, result_of
+from atoll.core.rpc import (
+    PendingRequests,
+    answer,
+    as_request,
+    deliver_one_way,
+    encode_within,
+    result_of,
+)
 
 __all__ = ["TcpStats", "TcpTransport"]
 
@@ -532,13 +539,7 @@ class TcpTransport:
             raise TransportError("tcp transport is not started")
 
     def _encode(self, frame: Frame) -> bytes:
-        data = encode_frame(frame)
-        if len(data) - 4 > self._max_frame:
-            raise FrameTooLarge(
-                f"frame {frame.type!r} of {len(data) - 4} bytes exceeds "
-                f"transport.max_frame_mb = {self._config.max_frame_mb}"
-            )
-        return data
+        return encode_within(frame, self._config.max_frame_mb)
 
     def _why(self, address: str) -> str:
         peer = self._peers.get(address)
