@@ -17,7 +17,9 @@ from atoll.coordination import (
     PutCommand,
     WriteBatchCommand,
     decode_command,
+    decode_result,
     encode_command,
+    encode_result,
 )
 from atoll.core import InvalidRequest, StorageEngine, WriteBatch
 
@@ -192,6 +194,64 @@ def test_session_records_keep_exactly_the_unacknowledged_results(
         index += 1
         retry = _apply(sm, 2, [(index, encode_command(PutCommand(b"k", b"again", "c", seq)))])
         assert retry[0].duplicate and retry[0].ok
+
+
+def test_a_seq_below_the_highest_applied_one_is_applied_once(engine: StorageEngine) -> None:
+    """Seqs may reach a partition out of order (retries, reconnects): a seq below the
+    highest applied one that was never applied is applied, not mistaken for a retry."""
+    sm = KVStateMachine(engine)
+    _apply(sm, 0, [(1, encode_command(PutCommand(b"a", b"5", "cli", 5)))])
+    late = _apply(sm, 0, [(2, encode_command(CasCommand(b"b", None, b"3", "cli", 3)))])
+    assert late[0] == CommandResult(ok=True)
+    assert sm.get(0, b"b") == b"3"
+    again = _apply(sm, 0, [(3, encode_command(CasCommand(b"b", None, b"3", "cli", 3)))])
+    assert again[0].duplicate and again[0].ok and sm.get(0, b"b") == b"3"
+
+
+def test_an_acknowledged_seq_is_refused_in_the_same_run_as_in_a_later_one(
+    engine: StorageEngine,
+) -> None:
+    """How entries fall into apply runs differs between replicas: the answer must not."""
+    cmds = [
+        (1, encode_command(PutCommand(b"a", b"1", "cli", 1, 0))),
+        (2, encode_command(PutCommand(b"b", b"2", "cli", 2, 2))),
+        (3, encode_command(PutCommand(b"a", b"late", "cli", 1, 0))),
+    ]
+    one_run = _apply(KVStateMachine(engine), 0, cmds)
+    assert one_run[2] == CommandResult(ok=False, duplicate=True)
+    sm = KVStateMachine(engine)
+    split = [_apply(sm, 5, [c])[0] for c in cmds]
+    assert split == one_run and sm.get(5, b"a") == b"1"
+
+
+def test_session_records_of_the_earlier_layout_still_answer_retries(
+    engine: StorageEngine,
+) -> None:
+    """A session written before the highest seq was recorded (16-byte meta, results as
+    frames) still answers a retry with its first result."""
+    from atoll.coordination._statemachine import (
+        NS_SESSION,
+        _session_meta_key,
+        _session_result_prefix,
+    )
+    from atoll.core import Frame, encode_frame
+
+    sm = KVStateMachine(engine)
+    old_result = encode_frame(Frame("res", {"o": False, "x": True, "p": True}, (b"was",)))
+    batch = WriteBatch()
+    batch.put(NS_SESSION, _session_meta_key(1, b"cli"), (2).to_bytes(8, "big") * 2)
+    batch.put(NS_SESSION, _session_result_prefix(1, b"cli") + (9).to_bytes(8, "big"), old_result)
+    engine.write(batch, sync=False)
+    retry = _apply(sm, 1, [(3, encode_command(CasCommand(b"k", b"x", b"y", "cli", 9)))])
+    assert retry[0] == CommandResult(ok=False, previous=b"was", existed=True, duplicate=True)
+    assert sm.get(1, b"k") is None
+    fresh = _apply(sm, 1, [(4, encode_command(PutCommand(b"k", b"v", "cli", 10)))])
+    assert not fresh[0].duplicate and sm.get(1, b"k") == b"v"
+
+
+@given(st.builds(CommandResult, st.booleans(), st.none() | vals, st.booleans()))
+def test_result_encoding_round_trips(res: CommandResult) -> None:
+    assert decode_result(encode_result(res)) == res
 
 
 def test_sessions_expire_deterministically(engine: StorageEngine) -> None:

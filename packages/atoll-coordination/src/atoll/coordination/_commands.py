@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from atoll.core import Frame, FrameError, InvalidRequest, decode_frame, encode_frame
+from atoll.core import FrameError, InvalidRequest, decode_frame
 
 __all__ = [
     "CasCommand",
@@ -249,15 +249,41 @@ def _decode_frame_command(data: bytes) -> Command:
     raise InvalidRequest(f"unknown or malformed command {f.type!r}")
 
 
+_RES_OK, _RES_EXISTED, _RES_PREVIOUS = 1, 2, 4
+_RESULT_PLAIN_OK = bytes((_MAGIC, _RES_OK))
+
+
 def encode_result(res: CommandResult) -> bytes:
-    """Encode a result (kept in the session table so a retry gets the same answer)."""
-    h = {"o": res.ok, "x": res.existed, "p": res.previous is not None}
-    return encode_frame(Frame("res", h, (res.previous or b"",)))
+    """Encode a result (kept in the session table so a retry gets the same answer).
+
+    Layout: ``u8 0xFF | u8 flags (1 ok, 2 existed, 4 previous present) | previous``.
+    Results written before this layout are frames; :func:`decode_result` reads both.
+    """
+    if res.ok and res.previous is None and not res.existed:
+        return _RESULT_PLAIN_OK
+    flags = (
+        (_RES_OK if res.ok else 0)
+        | (_RES_EXISTED if res.existed else 0)
+        | (_RES_PREVIOUS if res.previous is not None else 0)
+    )
+    return bytes((_MAGIC, flags)) + (res.previous or b"")
 
 
 def decode_result(data: bytes) -> CommandResult:
-    """Decode :func:`encode_result` output."""
-    f = decode_frame(data)
+    """Decode :func:`encode_result` output (either layout); raises InvalidRequest."""
+    if data[:1] == b"\xff":
+        if len(data) < 2:
+            raise InvalidRequest("truncated command result")
+        flags = data[1]
+        return CommandResult(
+            ok=bool(flags & _RES_OK),
+            previous=data[2:] if flags & _RES_PREVIOUS else None,
+            existed=bool(flags & _RES_EXISTED),
+        )
+    try:
+        f = decode_frame(data)
+    except FrameError as exc:
+        raise InvalidRequest(f"malformed command result: {exc}") from exc
     h = f.header
     prev = f.attachments[0] if h.get("p") and f.attachments else None
     return CommandResult(ok=bool(h.get("o")), previous=prev, existed=bool(h.get("x")))

@@ -11,18 +11,22 @@ Key layout (one storage engine, shared by every partition hosted on the node; th
 
     kv          u32 partition | user key           -> value
     kv_session  u32 partition | "m" | client id    -> u64 acked floor | u64 last index
+                                                       | u64 highest seq applied
                 u32 partition | "r" | u16 len | client id | u64 seq -> result of that seq
     kv_applied  u32 partition                      -> u64 applied index
 
 Sessions (Raft thesis 6.3): each command carries (client id, seq, acked). Results of seqs
 at or above ``acked`` are kept, so a retried command gets its first answer instead of
-being applied twice, even when a client has several commands in flight. A session is
+being applied twice, even when a client has several commands in flight. The highest seq
+applied per client lets a new seq (the common case: a client's commands reach one
+partition's leader in order) skip the lookup of a stored result. A session is
 forgotten once ``session_window`` entries of its partition pass without it (a
 deterministic rule, so every replica forgets the same sessions at the same index).
 """
 
 from __future__ import annotations
 
+import heapq
 import struct
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -63,6 +67,9 @@ NAMESPACES = (NS_DATA, NS_SESSION, NS_APPLIED)
 _P = struct.Struct(">I")
 _Q = struct.Struct(">Q")
 _QQ = struct.Struct(">QQ")
+_QQQ = struct.Struct(">QQQ")
+_UNKNOWN_SEQ = 2**64 - 1
+"""Highest seq of a session record written before it was recorded: every seq is looked up."""
 _H = struct.Struct(">H")
 _MISSING = object()
 
@@ -85,6 +92,15 @@ def _session_result_prefix(partition: int, client: bytes) -> bytes:
     return _P.pack(partition) + b"r" + _H.pack(len(client)) + client
 
 
+def _decode_meta(raw: bytes) -> tuple[int, int, int]:
+    """(acked floor, last index, highest seq) of a session record (older records have
+    no highest seq: :data:`_UNKNOWN_SEQ` makes every seq look possibly applied)."""
+    if len(raw) == _QQ.size:
+        return (*_QQ.unpack(raw), _UNKNOWN_SEQ)
+    acked, last, top = _QQQ.unpack(raw)
+    return acked, last, top
+
+
 class PartitionApply:
     """Applies a run of committed entries of one partition into a shared WriteBatch.
 
@@ -92,9 +108,10 @@ class PartitionApply:
     cas after a put in the same tick sees the put before anything reaches the disk.
 
     Session records are small and constant-size per command: one meta record per client
-    (acked floor, last index) and one result record per unacknowledged seq. Raising the
-    floor deletes the acknowledged results with one range delete, so a client with many
-    commands in flight costs O(1) per command, not O(in flight).
+    (acked floor, last index, highest seq) and one result record per unacknowledged seq.
+    Raising the floor deletes the acknowledged results with one range delete per run, and
+    the results staged in the run are pruned from a heap, so a client with many commands
+    in flight costs O(log n) per command, not O(in flight).
     """
 
     def __init__(self, sm: KVStateMachine, partition: int, batch: WriteBatch) -> None:
@@ -102,10 +119,11 @@ class PartitionApply:
         self.partition = partition
         self.batch = batch
         self._overlay: dict[bytes, bytes | None] = {}
-        self._meta: dict[bytes, tuple[int, int] | None] = {}
+        self._meta: dict[bytes, tuple[int, int, int] | None] = {}
         self._results: dict[tuple[bytes, int], bytes | None] = {}
         self._result_seqs: dict[bytes, list[int]] = {}
-        """Per client, the seqs with a live entry in ``_results`` (pruned as acks rise)."""
+        """Per client, a heap of the seqs with a live entry in ``_results`` (popped as
+        acks rise)."""
         self.applied = sm.applied_index(partition)
         self._applied_at_start = self.applied
         self._acked_from: dict[bytes, int] = {}
@@ -126,10 +144,10 @@ class PartitionApply:
         else:
             self.batch.put(NS_DATA, data_key(self.partition, key), value)
 
-    def _session_meta(self, client: bytes) -> tuple[int, int] | None:
+    def _session_meta(self, client: bytes) -> tuple[int, int, int] | None:
         if client not in self._meta:
             raw = self._sm.engine.get(NS_SESSION, _session_meta_key(self.partition, client))
-            self._meta[client] = _QQ.unpack(raw) if raw is not None else None
+            self._meta[client] = _decode_meta(raw) if raw is not None else None
         return self._meta[client]
 
     def _cached_result(self, client: bytes, seq: int) -> bytes | None:
@@ -156,37 +174,43 @@ class PartitionApply:
         if not cmd.client_id:
             return self._execute(cmd)
         client = cmd.client_id.encode()
+        seq = cmd.seq
         meta = self._session_meta(client)
-        acked = meta[0] if meta is not None else 0
         if meta is not None:
-            cached = self._cached_result(client, cmd.seq)
-            if cached is not None:
-                r = decode_result(cached)
-                return CommandResult(r.ok, r.previous, r.existed, duplicate=True)
-            if cmd.seq < acked:
+            acked, _, top = meta
+            # A seq above the highest applied one is new: no stored result to look up.
+            if seq <= top:
+                cached = self._cached_result(client, seq)
+                if cached is not None:
+                    r = decode_result(cached)
+                    return CommandResult(r.ok, r.previous, r.existed, duplicate=True)
+            if seq < acked:
                 # The client already received this seq's answer; never re-apply.
                 return CommandResult(ok=False, duplicate=True)
+        else:
+            acked = top = 0
         result = self._execute(cmd)
-        prefix = _session_result_prefix(self.partition, client)
-        new_acked = max(acked, cmd.acked)
+        new_acked = acked if cmd.acked <= acked else cmd.acked
         if new_acked > acked:
             # The acknowledged results are deleted once per run, in finish().
             self._acked_from.setdefault(client, acked)
             mine = self._result_seqs.get(client)
-            if mine:
-                keep = []
-                for s in mine:
-                    if s < new_acked:
-                        self._results[(client, s)] = None
-                    else:
-                        keep.append(s)
-                self._result_seqs[client] = keep
-        if cmd.seq >= new_acked:
+            while mine and mine[0] < new_acked:
+                self._results[(client, heapq.heappop(mine))] = None
+        if seq >= new_acked:
             encoded = encode_result(result)
-            self._results[(client, cmd.seq)] = encoded
-            self._result_seqs.setdefault(client, []).append(cmd.seq)
-            self.batch.put(NS_SESSION, prefix + _Q.pack(cmd.seq), encoded)
-        self._meta[client] = (new_acked, index)
+            self._results[(client, seq)] = encoded
+            mine = self._result_seqs.get(client)
+            if mine is None:
+                self._result_seqs[client] = [seq]
+            else:
+                heapq.heappush(mine, seq)
+            self.batch.put(
+                NS_SESSION,
+                _session_result_prefix(self.partition, client) + _Q.pack(seq),
+                encoded,
+            )
+        self._meta[client] = (new_acked, index, seq if seq > top else top)
         self._dirty.add(client)
         return result
 
@@ -207,7 +231,7 @@ class PartitionApply:
             meta = self._meta.get(client)
             if meta is not None:
                 self.batch.put(
-                    NS_SESSION, _session_meta_key(self.partition, client), _QQ.pack(*meta)
+                    NS_SESSION, _session_meta_key(self.partition, client), _QQQ.pack(*meta)
                 )
         self._acked_from.clear()
         self._dirty.clear()
@@ -239,7 +263,7 @@ class PartitionApply:
         for k, raw in self._sm.engine.scan(NS_SESSION, lo, hi):
             client = k[len(lo) :]
             meta = self._meta.get(client, _MISSING)
-            current = _QQ.unpack(raw) if meta is _MISSING else meta
+            current = _decode_meta(raw) if meta is _MISSING else meta
             if isinstance(current, tuple) and current[1] < horizon:
                 self._meta[client] = None
                 self.batch.delete(NS_SESSION, k)
