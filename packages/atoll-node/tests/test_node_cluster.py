@@ -141,6 +141,65 @@ async def test_invalid_requests_get_clear_errors_and_the_node_keeps_serving(
     assert await c.get(b"k") == b"fine"
 
 
+async def test_concurrent_requests_are_coalesced_and_each_gets_its_own_answer(
+    cluster: Cluster,
+) -> None:
+    c = await client(cluster, "n2:1")
+    keys = [b"co-%d" % i for i in range(120)]
+    async with anyio.create_task_group() as tg:
+        for k in keys:
+            tg.start_soon(c.put, k, k + b"!")
+    got: dict[bytes, bytes | None] = {}
+
+    async def read(k: bytes) -> None:
+        got[k] = await c.get(k)
+
+    async with anyio.create_task_group() as tg:
+        for k in keys:
+            tg.start_soon(read, k)
+        tg.start_soon(read, b"co-missing")
+    assert got == {**{k: k + b"!" for k in keys}, b"co-missing": None}
+    assert c.stats["multi_frames"] > 0
+    assert c.stats["multi_requests"] > 2 * c.stats["multi_frames"]
+
+
+async def test_a_multi_frame_answers_each_request_on_its_own(cluster: Cluster) -> None:
+    """A kv.multi sent to one node: requests for partitions it leads succeed, the others
+    get NotLeader with a hint, an invalid one InvalidRequest; a malformed envelope fails
+    as a whole and the node keeps serving."""
+    from atoll.core import (
+        Frame,
+        KVOp,
+        KVRequest,
+        NotLeader,
+        decode_kv_multi_reply,
+        encode_kv_multi,
+        encode_kv_request,
+    )
+
+    c = await client(cluster, "n1:1")
+    t = c._transport
+    assert t is not None
+    reqs = [KVRequest(KVOp.PUT, "default", 0, key=b"m-%d" % i, value=b"x") for i in range(24)]
+    reqs.append(KVRequest(KVOp.PUT, "nope", 0, key=b"k", value=b"x"))
+    reqs.append(KVRequest(KVOp.GET, "default", 0, key=b""))
+    frame = encode_kv_multi([encode_kv_request(r) for r in reqs])
+    reply = await t.request("n1:1", frame, timeout=10)
+    results = decode_kv_multi_reply(reply, len(reqs))
+    ok = [r for r in results[:24] if isinstance(r, Frame)]
+    moved = [r for r in results[:24] if isinstance(r, NotLeader)]
+    assert ok and moved and len(ok) + len(moved) == 24
+    assert all(r.type == "kv.put.ok" for r in ok)
+    assert all(r.leader_hint in IDS and r.leader_hint != "n1" for r in moved)
+    assert isinstance(results[24], InvalidRequest) and "nope" in results[24].message
+    assert isinstance(results[25], InvalidRequest) and "empty" in results[25].message
+    bad = Frame("kv.multi", {"q": [["kv.get", {}]], "n": [3]}, (b"k",))
+    with pytest.raises(InvalidRequest, match="does not match"):
+        await t.request("n1:1", bad, timeout=10)
+    for i, r in enumerate(results[:24]):
+        assert await c.get(b"m-%d" % i) == (b"x" if isinstance(r, Frame) else None)
+
+
 async def test_partition_leader_failover_keeps_acknowledged_writes(cluster: Cluster) -> None:
     c = await client(cluster, "n2:1")
     acked: dict[bytes, bytes] = {}

@@ -203,11 +203,14 @@ def bench(
     value_size: Annotated[int, typer.Option(help="Value bytes")] = 100,
     keys: Annotated[int, typer.Option(help="Distinct keys")] = 10_000,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary here")] = None,
+    coalesce: Annotated[
+        bool, typer.Option(help="Send concurrent requests to a node in kv.multi frames")
+    ] = True,
 ) -> None:
     """Run a read/write workload through the public client and summarise it."""
 
     async def run() -> dict[str, float]:
-        async with AtollClient(resolve_endpoints(endpoints), timeout=30) as c:
+        async with AtollClient(resolve_endpoints(endpoints), timeout=30, coalesce=coalesce) as c:
             with Progress(
                 TextColumn("[bold]workload"),
                 BarColumn(),
@@ -225,7 +228,9 @@ def bench(
                     value_size=value_size,
                     progress=lambda n: prog.advance(task, n),
                 )
-        return res.summary()
+            summary = res.summary()
+            summary.update({f"client_{k}": v for k, v in c.stats.items()})
+        return summary
 
     summary = anyio.run(run)
     table = Table(title=f"{ops} ops, {int(reads * 100)}% reads, concurrency {concurrency}")

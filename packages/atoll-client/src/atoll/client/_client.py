@@ -16,6 +16,10 @@ Retry rules (what an etcd or TiKV client does):
 
 A write that times out overall raises :class:`Timeout`: its outcome is unknown (it may
 still apply, exactly once). Reads and writes never retry past the request's deadline.
+
+Requests that tasks send to the same node in the same event-loop iteration travel in one
+``kv.multi`` frame (:class:`RequestCoalescer`); each still succeeds, fails and retries
+on its own. ``coalesce=False`` sends one frame per request.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ from atoll.core import (
 from atoll.metadata import ClusterMap, KeyspaceRecord
 from atoll.placement import partition_for_key
 
+from ._coalesce import RequestCoalescer
+
 __all__ = ["AtollClient", "CasResult"]
 
 log = logging.getLogger("atoll.client")
@@ -81,6 +87,8 @@ class AtollClient:
     :param transport: a ready :class:`Transport` to use (tests); by default one is made
         from the installed plugins (``transport_backend``) in client-only mode.
     :param max_key_bytes: / ``max_value_bytes``: client-side limits checked before sending.
+    :param coalesce: send the requests of concurrent tasks to one node together in
+        ``kv.multi`` frames (default); False sends one frame per request.
     """
 
     def __init__(
@@ -98,6 +106,7 @@ class AtollClient:
         max_key_bytes: int = 4096,
         max_value_bytes: int = 1024 * 1024,
         rng: random.Random | None = None,
+        coalesce: bool = True,
     ) -> None:
         if not endpoints:
             raise InvalidRequest("AtollClient needs at least one endpoint")
@@ -119,7 +128,15 @@ class AtollClient:
         self._seq = 0
         self._inflight: set[int] = set()
         self._inflight_heap: list[int] = []
-        self.stats = {"requests": 0, "retries": 0, "not_leader": 0, "map_refreshes": 0}
+        self._stats = {"requests": 0, "retries": 0, "not_leader": 0, "map_refreshes": 0}
+        self._coalescer: RequestCoalescer | None = None
+        if coalesce:
+            # Every read in a frame may return a value of the full size: keep the reply
+            # within half the transport's frame limit.
+            reply_budget = self._tconfig.max_frame_mb * 1024 * 1024 // 2
+            self._coalescer = RequestCoalescer(
+                self._current_transport, max_reads=reply_budget // max(1, max_value_bytes)
+            )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -142,11 +159,28 @@ class AtollClient:
             await self._transport.start(no_inbound)
         await self.refresh_map()
 
+    def _current_transport(self) -> Transport:
+        if self._transport is None:
+            raise Unavailable("client is not connected: call connect() first")
+        return self._transport
+
     async def close(self) -> None:
         """Close the transport if this client made it."""
+        if self._coalescer is not None:
+            await self._coalescer.close()
         if self._transport is not None and self._own_transport:
             await self._transport.close()
             self._transport = None
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: requests, retries, not_leader, map_refreshes, and with coalescing
+        ``multi_frames`` (kv.multi frames sent) and ``multi_requests`` (requests in them)."""
+        out = dict(self._stats)
+        if self._coalescer is not None:
+            out["multi_frames"] = self._coalescer.stats["frames"]
+            out["multi_requests"] = self._coalescer.stats["coalesced"]
+        return out
 
     @property
     def cluster_map(self) -> ClusterMap:
@@ -286,7 +320,7 @@ class AtollClient:
                     continue
                 if self._map is None or new.epoch >= self._map.epoch:
                     self._map = new
-                    self.stats["map_refreshes"] += 1
+                    self._stats["map_refreshes"] += 1
                 return self._map
             raise Unavailable(f"no endpoint answered with a cluster map (last error: {last!r})")
 
@@ -313,7 +347,7 @@ class AtollClient:
 
     async def _call(self, req: KVRequest, route_key: bytes, timeout: float | None) -> Frame:
         assert self._transport is not None
-        self.stats["requests"] += 1
+        self._stats["requests"] += 1
         deadline = anyio.current_time() + (timeout if timeout is not None else self.timeout)
         backoff = 0.01
         tried: set[str] = set()
@@ -336,13 +370,14 @@ class AtollClient:
                 await self.refresh_map()
                 continue
             frame = encode_kv_request(req, epoch=cmap.epoch)
+            attempt = min(remaining, self.attempt_timeout)
             try:
                 # The transport enforces the timeout itself (raising Timeout).
-                return await self._transport.request(
-                    node.endpoint, frame, timeout=min(remaining, self.attempt_timeout)
-                )
+                if self._coalescer is not None:
+                    return await self._coalescer.request(node.endpoint, frame, attempt)
+                return await self._transport.request(node.endpoint, frame, timeout=attempt)
             except NotLeader as exc:
-                self.stats["not_leader"] += 1
+                self._stats["not_leader"] += 1
                 last = exc
                 if exc.leader_hint and exc.leader_hint != node_id and exc.leader_hint in cmap.nodes:
                     self._leaders[gid] = exc.leader_hint
@@ -363,7 +398,7 @@ class AtollClient:
                 last = exc
                 tried.add(node_id)
                 self._leaders.pop(gid, None)
-            self.stats["retries"] += 1
+            self._stats["retries"] += 1
             await anyio.sleep(min(backoff * (0.5 + self._rng.random()), max(0.0, remaining)))
             backoff = min(backoff * 2, 0.5)
 

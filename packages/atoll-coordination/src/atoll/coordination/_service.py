@@ -11,16 +11,24 @@ Write path (DESIGN.md section 6): decode -> validate -> partition = hash(key) ->
 group; not the leader -> NotLeader(hint); leader -> propose the encoded command (the
 Raft host batches every proposal of a tick into one append + one fsync) -> the reply is
 sent once the entry is committed on a quorum and applied.
+
+Every request runs in two phases: a synchronous start (validate, route, propose or start
+the read barrier) and a wait. A ``kv.multi`` frame starts all its requests first, then
+waits for them together under one deadline, so a coalesced batch costs one task, one
+timer and one reply frame instead of one each per request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from atoll.core import (
+    KV_MULTI,
     MAP_REQUEST,
+    AtollError,
     Consistency,
     Frame,
     InvalidRequest,
@@ -29,7 +37,10 @@ from atoll.core import (
     LimitsConfig,
     NotLeader,
     StaleEpoch,
+    Timeout,
+    decode_kv_multi,
     decode_kv_request,
+    encode_kv_multi_reply,
 )
 from atoll.metadata import ClusterMap
 from atoll.placement import partition_for_key
@@ -45,9 +56,31 @@ from ._commands import (
 )
 from ._statemachine import KVStateMachine
 
-__all__ = ["GroupHost", "KVService", "ReplicaGroup"]
+__all__ = ["GroupHost", "KVService", "Pending", "ReplicaGroup"]
 
 log = logging.getLogger("atoll.coordination")
+
+
+class Pending(Protocol):
+    """A started proposal or read barrier: ``future`` completes when ``done`` is set and
+    ``result`` or ``error`` holds the outcome."""
+
+    future: asyncio.Future[None]
+    done: bool
+    result: Any
+    error: Exception | None
+
+    def abandon(self) -> None:
+        """Withdraw the operation (its caller stopped waiting)."""
+        ...
+
+    def timeout_error(self, timeout: float) -> Timeout:
+        """The error for a caller that waited ``timeout`` seconds in vain."""
+        ...
+
+
+_Finish = Callable[[Any], Frame]
+"""Turns a completed operation's result into its reply frame."""
 
 
 class ReplicaGroup(Protocol):
@@ -68,12 +101,13 @@ class ReplicaGroup(Protocol):
         """The leader this node knows of, if any."""
         ...
 
-    async def propose(self, data: bytes, *, timeout: float) -> Any:
-        """Replicate ``data``; return the state machine's result once applied here."""
+    def start_proposal(self, data: bytes) -> Pending:
+        """Replicate ``data``; the result is the state machine's once applied here.
+        Raises NotLeader (or the host's degradation error) at once."""
         ...
 
-    async def read_barrier(self, *, timeout: float) -> None:
-        """Return once a linearizable read may be served from the local state machine."""
+    def start_read(self) -> Pending | None:
+        """Start a linearizable read barrier; None if the local state may be read now."""
         ...
 
     def wake(self) -> None:
@@ -121,6 +155,80 @@ class KVService:
 
     async def handle(self, frame: Frame, sender: str) -> Frame:
         """Serve one client request frame; raises AtollError subclasses for error replies."""
+        if frame.type == KV_MULTI:
+            return await self._handle_multi(frame)
+        started = self._start(frame)
+        if isinstance(started, Frame):
+            return started
+        pending, finish = started
+        if not pending.done:
+            timer = asyncio.get_running_loop().call_later(
+                self.request_timeout, _settle, pending.future
+            )
+            try:
+                await pending.future
+            finally:
+                timer.cancel()
+                pending.abandon()
+            if not pending.done:
+                raise pending.timeout_error(self.request_timeout)
+        if pending.error is not None:
+            raise pending.error
+        return finish(pending.result)
+
+    async def _handle_multi(self, frame: Frame) -> Frame:
+        """Serve a ``kv.multi`` frame: start every request, then wait for all together
+        under one deadline; each request gets its own reply or error."""
+        subs = decode_kv_multi(frame)
+        out: list[Frame | AtollError | None] = []
+        waiting: list[tuple[int, Pending, _Finish]] = []
+        for sub in subs:
+            try:
+                started = self._start(sub)
+            except AtollError as exc:
+                out.append(exc)
+                continue
+            except Exception as exc:
+                log.exception("request %r in a kv.multi failed", sub.type)
+                out.append(AtollError(f"internal error handling {sub.type!r} ({exc!r})"))
+                continue
+            if isinstance(started, Frame):
+                out.append(started)
+            else:
+                waiting.append((len(out), *started))
+                out.append(None)
+        if waiting:
+            loop = asyncio.get_running_loop()
+            futures = [p.future for _, p, _ in waiting]
+            timer = loop.call_later(self.request_timeout, _settle_all, futures)
+            try:
+                for fut in futures:
+                    if not fut.done():
+                        await fut
+            finally:
+                timer.cancel()
+                for _, p, _ in waiting:
+                    p.abandon()
+            for i, p, finish in waiting:
+                if not p.done:
+                    out[i] = p.timeout_error(self.request_timeout)
+                    continue
+                if p.error is not None:
+                    out[i] = (
+                        p.error
+                        if isinstance(p.error, AtollError)
+                        else AtollError(f"request failed: {p.error!r}")
+                    )
+                    continue
+                try:
+                    out[i] = finish(p.result)
+                except AtollError as exc:
+                    out[i] = exc
+        return encode_kv_multi_reply([r for r in out if r is not None])
+
+    def _start(self, frame: Frame) -> Frame | tuple[Pending, _Finish]:
+        """Start serving ``frame``: its reply if it is answered at once, else the pending
+        operation and how to turn its result into the reply. Raises AtollError."""
         self.stats["requests"] += 1
         cmap = self.cluster_map()
         if frame.type == MAP_REQUEST:
@@ -164,14 +272,12 @@ class KVService:
                 f"node {self.node_id} does not lead group {gid}", leader_hint=group.leader_id
             )
         if req.op is KVOp.GET:
-            await group.read_barrier(timeout=self.request_timeout)
-            return self._value_reply(self.sm.get(gid, req.key))
-        result = await group.propose(
-            encode_command(self._command(req)), timeout=self.request_timeout
-        )
-        if not isinstance(result, CommandResult):
-            raise InvalidRequest(f"command was rejected: {result!r}")
-        return self._write_reply(req, result)
+            barrier = group.start_read()
+            if barrier is None:
+                return self._value_reply(self.sm.get(gid, req.key))
+            return barrier, lambda _: self._value_reply(self.sm.get(gid, req.key))
+        pending = group.start_proposal(encode_command(self._command(req)))
+        return pending, lambda result: self._write_reply(req, result)
 
     def _validate(self, req: KVRequest) -> None:
         lim = self.limits
@@ -208,9 +314,22 @@ class KVService:
         return Frame("kv.value", {"f": True}, (value,))
 
     @staticmethod
-    def _write_reply(req: KVRequest, res: CommandResult) -> Frame:
+    def _write_reply(req: KVRequest, res: object) -> Frame:
+        if not isinstance(res, CommandResult):
+            raise InvalidRequest(f"command was rejected: {res!r}")
         h: dict[str, Any] = {"ok": res.ok, "x": res.existed, "d": res.duplicate}
         if res.previous is not None:
             h["p"] = True
             return Frame(f"kv.{req.op.value}.ok", h, (res.previous,))
         return Frame(f"kv.{req.op.value}.ok", h)
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _settle_all(futures: list[asyncio.Future[None]]) -> None:
+    for fut in futures:
+        if not fut.done():
+            fut.set_result(None)

@@ -62,11 +62,16 @@ from ._errors import Unavailable as Unavailable
 from ._errors import UnsupportedVersion as UnsupportedVersion
 from ._errors import error_from_wire as error_from_wire
 from ._errors import error_to_wire as error_to_wire
+from ._kvproto import KV_MULTI as KV_MULTI
 from ._kvproto import MAP_REQUEST as MAP_REQUEST
 from ._kvproto import Consistency as Consistency
 from ._kvproto import KVOp as KVOp
 from ._kvproto import KVRequest as KVRequest
+from ._kvproto import decode_kv_multi as decode_kv_multi
+from ._kvproto import decode_kv_multi_reply as decode_kv_multi_reply
 from ._kvproto import decode_kv_request as decode_kv_request
+from ._kvproto import encode_kv_multi as encode_kv_multi
+from ._kvproto import encode_kv_multi_reply as encode_kv_multi_reply
 from ._kvproto import encode_kv_request as encode_kv_request
 from ._plugins import installed_plugins as installed_plugins
 from ._plugins import make_plugin_manager as make_plugin_manager

@@ -8,29 +8,46 @@ Every request header carries the keyspace ``ks`` and the sender's cluster-map ``
 (0 = unknown); a node whose map is newer answers :class:`StaleEpoch`, a node that is not
 the partition's leader answers :class:`NotLeader` with a hint. Keys and values are
 attachments. Writes carry the client's session (``c`` id, ``s`` seq, ``k`` acked floor).
+
+``kv.multi`` carries several independent requests to one node in one frame (the client
+coalesces the requests its tasks send to a node in the same event-loop iteration, as
+TiKV's client batches commands): header ``q`` lists ``[op, header]`` per request and
+``n`` its attachment count, the attachments follow in order. The reply ``kv.multi.ok``
+lists ``[type, header]`` per request in ``r`` (type ``"error"`` with the error's wire
+form for a request that failed) and ``n``, the same way. Each request succeeds or fails
+on its own; only a malformed envelope fails the whole frame.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
 
 from ._codec import Frame
-from ._errors import InvalidRequest
+from ._errors import AtollError, InvalidRequest, error_from_wire, error_to_wire
 
 __all__ = [
+    "KV_MULTI",
     "MAP_REQUEST",
     "Consistency",
     "KVOp",
     "KVRequest",
+    "decode_kv_multi",
+    "decode_kv_multi_reply",
     "decode_kv_request",
+    "encode_kv_multi",
+    "encode_kv_multi_reply",
     "encode_kv_request",
 ]
 
 MAP_REQUEST = "meta.map"
 """Request the node's cluster map; the reply header has ``epoch``, attachment 0 the JSON."""
+
+KV_MULTI = "kv.multi"
+"""Several independent key-value requests in one frame (see the module docstring)."""
 
 
 class Consistency(enum.StrEnum):
@@ -148,3 +165,79 @@ def decode_kv_request(frame: Frame) -> KVRequest:
         raise InvalidRequest("kv.batch needs a non-empty item list matching its attachments")
     items = tuple((a[2 * i], a[2 * i + 1] if p else None) for i, p in enumerate(present))
     return KVRequest(op, items=items, partition=_field(h, "pt", int, -1), **common)
+
+
+def encode_kv_multi(requests: Sequence[Frame]) -> Frame:
+    """One ``kv.multi`` frame carrying ``requests`` (frames from :func:`encode_kv_request`)."""
+    q: list[list[Any]] = []
+    n: list[int] = []
+    atts: list[bytes] = []
+    for r in requests:
+        q.append([r.type, r.header])
+        n.append(len(r.attachments))
+        atts += r.attachments
+    return Frame(KV_MULTI, {"q": q, "n": n}, tuple(atts))
+
+
+def _split(frame: Frame, key: str) -> list[tuple[str, Any, tuple[bytes, ...]]]:
+    """The ``[type, header]`` items of ``frame.header[key]`` with their attachments."""
+    items = frame.header.get(key)
+    counts = frame.header.get("n")
+    a = frame.attachments
+    if (
+        not isinstance(items, list)
+        or not isinstance(counts, list)
+        or len(items) != len(counts)
+        or not all(type(c) is int and c >= 0 for c in counts)
+        or sum(counts) != len(a)
+    ):
+        raise InvalidRequest(f"{frame.type}: item list does not match its attachments")
+    out = []
+    at = 0
+    for item, count in zip(items, counts, strict=True):
+        if not (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and isinstance(item[1], dict)
+        ):
+            raise InvalidRequest(f"{frame.type}: an item is not [type, header]: {item!r}")
+        out.append((item[0], item[1], a[at : at + count]))
+        at += count
+    return out
+
+
+def decode_kv_multi(frame: Frame) -> list[Frame]:
+    """The requests inside a ``kv.multi`` frame; raises InvalidRequest if it is malformed
+    (each request is decoded and validated on its own later)."""
+    out = []
+    for t, h, atts in _split(frame, "q"):
+        if not t.startswith("kv.") or t == KV_MULTI:
+            raise InvalidRequest(f"kv.multi may only carry single key-value requests, not {t!r}")
+        out.append(Frame(t, h, atts))
+    return out
+
+
+def encode_kv_multi_reply(results: Sequence[Frame | AtollError]) -> Frame:
+    """The ``kv.multi.ok`` reply: one reply frame or error per request, in order."""
+    r: list[list[Any]] = []
+    n: list[int] = []
+    atts: list[bytes] = []
+    for res in results:
+        if isinstance(res, AtollError):
+            r.append(["error", error_to_wire(res)])
+            n.append(0)
+        else:
+            r.append([res.type, res.header])
+            n.append(len(res.attachments))
+            atts += res.attachments
+    return Frame(KV_MULTI + ".ok", {"r": r, "n": n}, tuple(atts))
+
+
+def decode_kv_multi_reply(frame: Frame, expected: int) -> list[Frame | AtollError]:
+    """Each request's reply frame or error from a ``kv.multi.ok`` reply of ``expected``
+    requests; raises InvalidRequest if the reply is malformed."""
+    items = _split(frame, "r")
+    if len(items) != expected:
+        raise InvalidRequest(f"kv.multi reply has {len(items)} results for {expected} requests")
+    return [error_from_wire(h) if t == "error" else Frame(t, h, atts) for t, h, atts in items]

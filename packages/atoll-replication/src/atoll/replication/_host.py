@@ -92,16 +92,24 @@ class GroupStateMachine(Protocol):
 class _Waiter:
     """A proposal or read waiting for the host: an asyncio future, the cheapest wakeup
     there is (this is on every write's path; anyio events and cancel scopes cost several
-    times more per request)."""
+    times more per request).
 
-    __slots__ = ("done", "error", "future", "result", "term")
+    :meth:`RaftGroup.start_proposal` and :meth:`RaftGroup.start_read` hand these out so
+    a caller can start many operations and wait for them together (one timer for all);
+    ``done`` says the outcome is in ``result`` or ``error``, :meth:`abandon` withdraws
+    an operation its caller stopped waiting for.
+    """
 
-    def __init__(self, term: int) -> None:
+    __slots__ = ("_group", "_key", "done", "error", "future", "result", "term")
+
+    def __init__(self, term: int, group: RaftGroup | None = None, key: int | bytes = 0) -> None:
         self.term = term
         self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.done = False
         self.result: Any = None
         self.error: Exception | None = None
+        self._group = group
+        self._key = key
 
     def set(self) -> None:
         """Mark the wait over (result or error already filled in) and wake the waiter."""
@@ -119,6 +127,18 @@ class _Waiter:
         finally:
             handle.cancel()
         return self.done
+
+    def abandon(self) -> None:
+        """Stop tracking this operation (its caller gave up waiting); a no-op once done."""
+        if not self.done and self._group is not None:
+            self._group._forget(self._key)
+
+    def timeout_error(self, timeout: float) -> Timeout:
+        """The error for a caller that waited ``timeout`` seconds in vain."""
+        gid = self._group.group_id if self._group is not None else "?"
+        if isinstance(self._key, int):
+            return Timeout(f"group {gid}: entry {self._key} not applied in {timeout}s")
+        return Timeout(f"group {gid}: read index not confirmed in {timeout}s")
 
 
 def _settle(fut: asyncio.Future[None]) -> None:
@@ -168,12 +188,13 @@ class RaftGroup:
             self.node.unquiesce()
             self.host.wake()
 
-    async def propose(self, data: bytes, *, timeout: float) -> Any:
-        """Replicate ``data`` and return the state machine's result once applied here.
+    def start_proposal(self, data: bytes) -> _Waiter:
+        """Propose ``data`` and return the waiter its result will arrive in.
 
-        Raises NotLeader if this node is not the leader, Timeout if the entry is not
-        applied in time (its outcome is then unknown), Unavailable if it was overwritten
-        by a newer leader (it will never apply).
+        Raises NotLeader if this node is not the leader, and the host's degradation error
+        if it cannot accept writes. The waiter ends with the state machine's result once
+        the entry is applied here, or with Unavailable if a newer leader replaced the
+        entry (it will never apply).
         """
         if self.host.degraded is not None:
             err = self.host.degraded
@@ -181,18 +202,28 @@ class RaftGroup:
         ticket = self.node.propose(data)
         if ticket is None:
             raise NotLeader(leader_hint=self.node.leader_id)
-        w = _Waiter(ticket.term)
+        w = _Waiter(ticket.term, self, ticket.index)
         self._waiters[ticket.index] = w
         self.host.wake()
+        return w
+
+    async def propose(self, data: bytes, *, timeout: float) -> Any:
+        """Replicate ``data`` and return the state machine's result once applied here.
+
+        Raises what :meth:`start_proposal` raises, Timeout if the entry is not applied in
+        time (its outcome is then unknown), and the waiter's error.
+        """
+        w = self.start_proposal(data)
         if not await w.wait(timeout):
-            self._waiters.pop(ticket.index, None)
-            raise Timeout(f"group {self.group_id}: entry {ticket.index} not applied in {timeout}s")
+            w.abandon()
+            raise w.timeout_error(timeout)
         if w.error is not None:
             raise w.error
         return w.result
 
-    async def read_barrier(self, *, timeout: float) -> None:
-        """Wait until a linearizable read may be served locally (ReadIndex or lease).
+    def start_read(self) -> _Waiter | None:
+        """Start a linearizable read (ReadIndex or lease): None if the local state may be
+        read at once, else the waiter that ends when it may (or with an error).
 
         Fast path: a leader with a valid lease whose engine already holds everything
         committed answers at once, without a waiter or a Ready cycle.
@@ -200,9 +231,9 @@ class RaftGroup:
         if self.host.lease_reads:
             index = self.node.lease_read_index()
             if index is not None and index <= self.sm.applied_index():
-                return
+                return None
         ctx = next(self._read_ctx).to_bytes(8, "big")
-        w = _Waiter(0)
+        w = _Waiter(0, self, ctx)
         self._reads[ctx] = w
         try:
             self.node.read_index(ctx, lease=self.host.lease_reads)
@@ -210,12 +241,25 @@ class RaftGroup:
             self._reads.pop(ctx, None)
             raise
         self.host.wake()
+        return w
+
+    async def read_barrier(self, *, timeout: float) -> None:
+        """Wait until a linearizable read may be served locally (ReadIndex or lease)."""
+        w = self.start_read()
+        if w is None:
+            return
         if not await w.wait(timeout):
-            self._reads.pop(ctx, None)
-            self._read_index.pop(ctx, None)
-            raise Timeout(f"group {self.group_id}: read index not confirmed in {timeout}s")
+            w.abandon()
+            raise w.timeout_error(timeout)
         if w.error is not None:
             raise w.error
+
+    def _forget(self, key: int | bytes) -> None:
+        if isinstance(key, int):
+            self._waiters.pop(key, None)
+        else:
+            self._reads.pop(key, None)
+            self._read_index.pop(key, None)
 
     # ------------------------------------------------------------ host callbacks
 
