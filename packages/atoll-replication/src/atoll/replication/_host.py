@@ -166,6 +166,9 @@ class RaftGroup:
         self._read_ctx = itertools.count(1)
         self.idle_ticks = 0
         """Ticks since this group last persisted, applied or read anything."""
+        self.durable_applied = sm.applied_index()
+        """The last index whose state-machine writes the engine holds (kept here so a
+        read does not ask the engine; the host raises it after each write)."""
 
     @property
     def group_id(self) -> int:
@@ -230,7 +233,7 @@ class RaftGroup:
         """
         if self.host.lease_reads:
             index = self.node.lease_read_index()
-            if index is not None and index <= self.sm.applied_index():
+            if index is not None and index <= self.durable_applied:
                 return None
         ctx = next(self._read_ctx).to_bytes(8, "big")
         w = _Waiter(0, self, ctx)
@@ -285,9 +288,9 @@ class RaftGroup:
         self._serve_reads()
 
     def _serve_reads(self) -> None:
-        applied = self.node.applied_index
+        applied = max(self.node.applied_index, self.durable_applied)
         for ctx, index in list(self._read_index.items()):
-            if index <= applied or index <= self.sm.applied_index():
+            if index <= applied:
                 self._read_index.pop(ctx)
                 w = self._reads.pop(ctx, None)
                 if w is not None:
@@ -570,6 +573,13 @@ class RaftHost:
             await self._persist(batch, readies, sync=must_sync and self.sync)
         elif apply_batch:
             await self._write(apply_batch, sync=False)
+        # The applied entries' writes are in the engine now.
+        for g, entries, _ in applied:
+            g.durable_applied = max(g.durable_applied, entries[-1].index)
+        if restored:
+            for g, rd in readies:
+                if rd.snapshot is not None and not rd.snapshot.is_empty:
+                    g.durable_applied = g.sm.applied_index()
         # 3. messages that promise durability, then the reads the applied state allows
         late = [m for _, rd in readies for m in rd.messages_after_persist]
         if late:
