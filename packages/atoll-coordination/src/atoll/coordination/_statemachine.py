@@ -124,7 +124,7 @@ class PartitionApply:
         self._result_seqs: dict[bytes, list[int]] = {}
         """Per client, a heap of the seqs with a live entry in ``_results`` (popped as
         acks rise)."""
-        self.applied = sm.applied_index(partition)
+        self.applied = sm._last_applied(partition)
         self._applied_at_start = self.applied
         self._acked_from: dict[bytes, int] = {}
         """Per client, its acked floor before this run first raised it."""
@@ -236,6 +236,7 @@ class PartitionApply:
         self._acked_from.clear()
         self._dirty.clear()
         self._applied_at_start = self.applied
+        self._sm._applied[self.partition] = self.applied
 
     def _execute(self, cmd: Command) -> CommandResult:
         if isinstance(cmd, PutCommand):
@@ -286,11 +287,21 @@ class KVStateMachine:
         self.session_sweep_every = session_sweep_every
         for ns in NAMESPACES:
             engine.create_namespace(ns)
+        self._applied: dict[int, int] = {}
+        """Per partition, the last index applied into a batch (the Raft host writes every
+        batch, in order, before it applies more), so an apply run need not ask the
+        engine where the previous one stopped."""
 
     def applied_index(self, partition: int) -> int:
         """The last log index applied to ``partition`` and made durable (0 if none)."""
         raw = self.engine.get(NS_APPLIED, _P.pack(partition))
         return _Q.unpack(raw)[0] if raw else 0
+
+    def _last_applied(self, partition: int) -> int:
+        applied = self._applied.get(partition)
+        if applied is None:
+            applied = self._applied[partition] = self.applied_index(partition)
+        return applied
 
     def begin(self, partition: int, batch: WriteBatch) -> PartitionApply:
         """Start applying entries of ``partition`` into ``batch``."""
@@ -340,6 +351,7 @@ class KVStateMachine:
             batch.put(NS_SESSION, data_key(partition, a[off + 2 * i]), a[off + 2 * i + 1])
         index = int(f.header["i"])
         batch.put(NS_APPLIED, _P.pack(partition), _Q.pack(index))
+        self._applied[partition] = index
         return index
 
 

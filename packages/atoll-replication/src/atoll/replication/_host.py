@@ -23,6 +23,7 @@ commit).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import logging
 import time
@@ -363,6 +364,10 @@ class RaftHost:
         self._wake_event = anyio.Event()
         self._in_cycle = False
         self._closed = False
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
+        """The one thread engine writes run on (off the event loop, so a slow fsync never
+        delays a heartbeat); cheaper per write than anyio's worker-thread pool. Made on
+        first use, shut down when :meth:`run` ends."""
         self.degraded: StorageError | None = None
         """The storage error blocking writes right now (None when healthy)."""
         self.stats: dict[str, float] = {
@@ -494,18 +499,23 @@ class RaftHost:
         happen and the messages that may leave early (heartbeats, their responses,
         appends) are sent at once, so a stalled disk never costs a leader its followers.
         """
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._ticker)
-            task_status.started()
-            while not self._closed:
-                await self._wake_event.wait()
-                self._wake_event = anyio.Event()
-                self._in_cycle = True
-                try:
-                    await self.cycle()
-                finally:
-                    self._in_cycle = False
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._ticker)
+                task_status.started()
+                while not self._closed:
+                    await self._wake_event.wait()
+                    self._wake_event = anyio.Event()
+                    self._in_cycle = True
+                    try:
+                        await self.cycle()
+                    finally:
+                        self._in_cycle = False
+                tg.cancel_scope.cancel()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=False)
+                self._writer = None
 
     async def _ticker(self) -> None:
         next_tick = anyio.current_time() + self.tick_seconds
@@ -667,7 +677,7 @@ class RaftHost:
         delay = 0.05
         while True:
             try:
-                await anyio.to_thread.run_sync(lambda: self.engine.write(batch, sync=sync))
+                await self._in_writer(batch, sync)
                 break
             except StorageError as exc:
                 if self.degraded is None:
@@ -682,6 +692,22 @@ class RaftHost:
             self.stats["fsyncs"] += 1
             if self._m_fsync is not None:
                 self._m_fsync.observe(time.perf_counter() - t0)
+
+    async def _in_writer(self, batch: WriteBatch, sync: bool) -> None:
+        """Run ``engine.write`` on the writer thread. Like anyio's ``to_thread``, a write
+        that started is waited for even if the caller is cancelled, so the engine is
+        never closed under it."""
+        if self._writer is None:
+            self._writer = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="atoll-raft-write"
+            )
+        done = asyncio.wrap_future(self._writer.submit(self.engine.write, batch, sync=sync))
+        try:
+            await done
+        except asyncio.CancelledError:
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait([done])
+            raise
 
     async def _send_all(self, msgs: Sequence[Message]) -> None:
         by_peer: dict[str, list[Message]] = {}

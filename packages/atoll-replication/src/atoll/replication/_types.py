@@ -40,7 +40,14 @@ class EntryKind(enum.IntEnum):
     """An encoded :class:`ConfChange`."""
 
 
-@attrs.frozen(slots=True)
+# Entry, HardState and Message are built on every message and every Ready, so they are
+# plain slotted attrs classes rather than frozen ones (a frozen attrs __init__ costs ~3x:
+# 3.2 us against 1.1 us for a Message). They are still treated as immutable values:
+# nothing assigns to their fields after construction; ``attrs.evolve`` makes changed
+# copies. ``unsafe_hash`` keeps them hashable like the frozen versions were.
+
+
+@attrs.define(slots=True, unsafe_hash=True)
 class Entry:
     """One log entry: its position, the term it was created in, and its payload."""
 
@@ -55,7 +62,7 @@ class Entry:
         return len(self.data) + 16
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True, unsafe_hash=True)
 class HardState:
     """What must be durable before a node answers anyone: term, vote and commit index."""
 
@@ -169,7 +176,7 @@ class MessageType(enum.IntEnum):
     READ_INDEX_RESP = 14
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True, unsafe_hash=True)
 class Message:
     """One Raft message. Fields a given ``type`` does not use keep their defaults.
 
