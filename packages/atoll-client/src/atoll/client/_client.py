@@ -27,11 +27,11 @@ from __future__ import annotations
 import heapq
 import logging
 import random
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 
 import anyio
-import attrs
 import pluggy
 
 from atoll.core import (
@@ -340,7 +340,20 @@ class AtollClient:
     async def _call_write(self, req: KVRequest, route_key: bytes, timeout: float | None) -> Frame:
         seq = self._next_seq()
         try:
-            req = attrs.evolve(req, client_id=self.client_id, seq=seq, acked=self._acked_floor())
+            req = KVRequest(
+                req.op,
+                req.keyspace,
+                req.epoch,
+                req.key,
+                req.value,
+                req.expected,
+                req.items,
+                req.consistency,
+                self.client_id,
+                seq,
+                self._acked_floor(),
+                req.partition,
+            )
             return await self._call(req, route_key, timeout)
         finally:
             self._inflight.discard(seq)
@@ -348,12 +361,12 @@ class AtollClient:
     async def _call(self, req: KVRequest, route_key: bytes, timeout: float | None) -> Frame:
         assert self._transport is not None
         self._stats["requests"] += 1
-        deadline = anyio.current_time() + (timeout if timeout is not None else self.timeout)
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
         backoff = 0.01
         tried: set[str] = set()
         last: Exception | None = None
         while True:
-            remaining = deadline - anyio.current_time()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Timeout(
                     f"{req.op.value} did not complete before its deadline (last error: {last!r})"

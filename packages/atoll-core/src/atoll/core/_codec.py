@@ -52,7 +52,7 @@ _U32 = struct.Struct(">I")
 _MAX_HEADER_BYTES = 1024 * 1024
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True, unsafe_hash=True)
 class Frame:
     """One message: a type name, a JSON-safe header and raw byte attachments.
 

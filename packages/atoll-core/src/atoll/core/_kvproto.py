@@ -69,7 +69,7 @@ class KVOp(enum.StrEnum):
     BATCH = "batch"
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True, unsafe_hash=True)
 class KVRequest:
     """One client key-value request, decoded."""
 
