@@ -107,15 +107,24 @@ class RaftLog:
 
     # -- positions -------------------------------------------------------------------
 
+    # first_index, last_index and term run a few dozen times per replicated entry, so
+    # they inline the unstable log's checks (same rules as its maybe_* methods).
+
     def first_index(self) -> int:
         """First index still available (in an unstable snapshot or storage)."""
-        i = self.unstable.maybe_first_index()
-        return i if i is not None else self.storage.first_index()
+        snap = self.unstable.snapshot
+        if snap is not None:
+            return snap.meta.index + 1
+        return self.storage.first_index()
 
     def last_index(self) -> int:
         """Last index of the log."""
-        i = self.unstable.maybe_last_index()
-        return i if i is not None else self.storage.last_index()
+        u = self.unstable
+        if u.entries:
+            return u.offset + len(u.entries) - 1
+        if u.snapshot is not None:
+            return u.snapshot.meta.index
+        return self.storage.last_index()
 
     def last_term(self) -> int:
         """Term of the last entry."""
@@ -133,6 +142,10 @@ class RaftLog:
 
     def term(self, index: int) -> int | None:
         """Term of ``index``, or None if it is compacted or past the end."""
+        u = self.unstable
+        ents = u.entries
+        if ents and u.offset <= index < u.offset + len(ents):
+            return ents[index - u.offset].term  # unstable entries lie inside the log
         if index < self.first_index() - 1 or index > self.last_index():
             return None
         t = self.unstable.maybe_term(index)

@@ -151,24 +151,31 @@ def decode_message(header: dict[str, Any], attachments: tuple[bytes, ...]) -> Me
     stamp = header.get("st", 0.0)
     if type(stamp) is not float and type(stamp) is not int:
         raise FrameError(f"raft message: stamp is not a number: {stamp!r}")
+    get = header.get
+    ints = (get("g", 0), get("t", 0), get("lt", 0), get("i", 0), get("c", 0), get("rh", 0))
+    for v in ints:
+        if type(v) is not int or v < 0:  # type() is exact: a bool is refused too
+            for key in ("g", "t", "lt", "i", "c", "rh"):
+                _int(header, key)  # raises, naming the field
+    so = _int(header, "so") if "so" in header else 0
     return Message(
-        type=kind,
-        group_id=_int(header, "g"),
-        src=src,
-        dst=dst,
-        term=_int(header, "t"),
-        log_term=_int(header, "lt"),
-        index=_int(header, "i"),
-        commit=_int(header, "c"),
-        entries=entries,
-        reject=header.get("r", False) is True,
-        reject_hint=_int(header, "rh"),
-        context=attachments[-2],
-        stamp=float(stamp),
-        snapshot=snapshot,
-        snap_offset=_int(header, "so"),
-        snap_data=attachments[-1],
-        snap_done=header.get("sd", False) is True,
+        kind,
+        ints[0],
+        src,
+        dst,
+        ints[1],
+        ints[2],
+        ints[3],
+        ints[4],
+        entries,
+        get("r", False) is True,
+        ints[5],
+        attachments[-2],
+        float(stamp),
+        snapshot,
+        so,
+        attachments[-1],
+        get("sd", False) is True,
     )
 
 
