@@ -88,6 +88,17 @@ async def test_concurrent_requests_share_one_frame_per_node_and_get_their_own_re
     assert c.stats == {"frames": 2, "coalesced": 8}
 
 
+async def test_reads_and_writes_travel_in_separate_frames() -> None:
+    """A node answers a frame when all its requests are done: a read must not wait for
+    the commit of a write it happened to travel with."""
+    t = FakeTransport()
+    c = RequestCoalescer(lambda: t)  # type: ignore[arg-type,return-value]
+    frames = [get(b"r1"), put(b"w1"), get(b"r2"), put(b"w2"), put(b"w3")]
+    await asyncio.gather(*(c.request("a:1", f, 1.0) for f in frames))
+    sent = sorted((f.header["q"][0][0], len(f.header["q"])) for _, f in t.sent)
+    assert sent == [("kv.get", 2), ("kv.put", 3)]
+
+
 async def test_limits_split_a_group() -> None:
     t = FakeTransport()
     c = RequestCoalescer(lambda: t, max_requests=2, max_reads=1)  # type: ignore[arg-type,return-value]

@@ -1,8 +1,8 @@
 """Request coalescing: the key-value requests a client's tasks send to one node in the
 same event-loop iteration travel as one ``kv.multi`` frame.
 
-Owns: grouping requests per (node, timeout), the size limits of one group, sending it and
-handing each caller its own reply or error.
+Owns: grouping requests per (node, timeout, read or write), the size limits of one
+group, sending it and handing each caller its own reply or error.
 Never: retries or routes (the client does, per request, exactly as without coalescing).
 
 Why: at high concurrency most of a request's cost on both sides is per frame (encode,
@@ -66,7 +66,7 @@ class RequestCoalescer:
         self.max_requests = max(1, max_requests)
         self.max_bytes = max(1, max_bytes)
         self.max_reads = max(1, max_reads)
-        self._open: dict[tuple[str, float], _Group] = {}
+        self._open: dict[tuple[str, float, bool], _Group] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = {"frames": 0, "coalesced": 0}
         """``frames``: kv.multi frames sent; ``coalesced``: requests they carried."""
@@ -74,12 +74,15 @@ class RequestCoalescer:
     async def request(self, address: str, frame: Frame, timeout: float) -> Frame:
         """Send ``frame`` to ``address`` (alone or with others); its reply or its error."""
         loop = asyncio.get_running_loop()
-        key = (address, timeout)
+        is_read = frame.type == _GET
+        # Reads and writes travel in separate frames: a node answers a frame once every
+        # request in it is done, and a (lease) read is done at once while a write waits
+        # for its commit.
+        key = (address, timeout, is_read)
         group = self._open.get(key)
         size = 0
         for a in frame.attachments:
             size += len(a)
-        is_read = frame.type == _GET
         if group is not None and (
             len(group.frames) >= self.max_requests
             or group.bytes + size > self.max_bytes
@@ -100,7 +103,7 @@ class RequestCoalescer:
             return await self._transport().request(address, frame, timeout=timeout)
         return reply
 
-    def _flush(self, key: tuple[str, float], group: _Group) -> None:
+    def _flush(self, key: tuple[str, float, bool], group: _Group) -> None:
         if self._open.get(key) is group:
             del self._open[key]
         if len(group.futures) == 1:
