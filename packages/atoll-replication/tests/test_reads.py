@@ -120,3 +120,51 @@ def test_lease_read_index_is_none_while_the_group_sleeps() -> None:
     assert net["a"].maybe_quiesce()
     net.settle()
     assert net["a"].lease_read_index() is None, "a sleeping leader must wake first"
+
+
+def test_acknowledged_appends_stand_in_for_heartbeats_and_renew_the_lease() -> None:
+    """heartbeat_piggyback: a follower that acknowledged an append since the last
+    periodic heartbeat gets none; the appends' stamps keep the lease alive; a follower
+    that did not answer, and a heartbeat carrying a read index, are never skipped."""
+    clock = VirtualClock()
+    net = Net(
+        ["a", "b", "c"],
+        clock=clock,
+        tick_seconds=0.1,
+        max_clock_drift=0.05,
+        heartbeat_piggyback=True,
+    )
+    net.elect("a")
+    net.tick("a")  # heartbeat at t=0
+    for step in range(1, 20):  # 1.9 s of writes, one append round per tick
+        clock.advance_to(step * 0.1)
+        net.propose("a", b"k=%d" % step)
+        before = len(net.delivered)
+        net.tick("a")
+        hbs = [m for m in net.delivered[before:] if m.type is MT.HEARTBEAT]
+        assert not hbs, f"heartbeats to followers that acknowledged appends: {hbs}"
+    # The t=0 heartbeat's lease ended at 0.85 s: only the appends' acks renewed it.
+    assert net["a"].lease_read_index() == net["a"].commit_index
+    net.isolate("c")
+    net.propose("a", b"k=late")  # c never answers
+    delivered, dropped = len(net.delivered), len(net.dropped)
+    net.tick("a")
+    assert not [m for m in net.delivered[delivered:] if m.type is MT.HEARTBEAT]
+    assert [m.dst for m in net.dropped[dropped:] if m.type is MT.HEARTBEAT] == ["c"]
+    net.recover()
+    net.propose("a", b"k=again")
+    before = len(net.delivered)
+    net["a"].read_index(b"ctx-1", lease=False)
+    net.settle()
+    sent = [m for m in net.delivered[before:] if m.type is MT.HEARTBEAT]
+    assert sorted(m.dst for m in sent) == ["b", "c"] and all(m.context for m in sent)
+
+
+def test_without_piggyback_every_follower_gets_every_heartbeat() -> None:
+    clock = VirtualClock()
+    net = _lease_net(clock)
+    net.elect("a")
+    net.propose("a", b"k=1")
+    before = len(net.delivered)
+    net.tick("a")
+    assert sorted(m.dst for m in net.delivered[before:] if m.type is MT.HEARTBEAT) == ["b", "c"]

@@ -232,6 +232,7 @@ class SimCluster:
         self.fault_every = self.rng.choice([0.25, 0.1, 0.05])
         # Half the seeds run as the node host does: commit learnt from appends/heartbeats.
         self.raft_cfg.setdefault("commit_broadcast", self.rng.random() < 0.5)
+        self.raft_cfg.setdefault("heartbeat_piggyback", self.rng.random() < 0.5)
         for node in self.nodes.values():
             node.start()
 

@@ -672,7 +672,7 @@ class RaftNode:
         self.transfer.tick()
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
             self.heartbeat_elapsed = 0
-            self._bcast_heartbeat()
+            self._bcast_heartbeat(periodic=True)
 
     # ================================================================== elections
 
@@ -829,12 +829,14 @@ class RaftNode:
     # ================================================================== follower side
 
     def _handle_append(self, m: Message) -> None:
+        # Every answer echoes the append's stamp: for the leader's lease it is as good
+        # as a heartbeat's acknowledgement.
         if m.index < self.log.committed:
-            self._send(MT.APP_RESP, m.src, index=self.log.committed)
+            self._send(MT.APP_RESP, m.src, index=self.log.committed, stamp=m.stamp)
             return
         last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last_new is not None:
-            self._send(MT.APP_RESP, m.src, index=last_new)
+            self._send(MT.APP_RESP, m.src, index=last_new, stamp=m.stamp)
             return
         # Fast backtracking: tell the leader the last index whose term is <= the term it
         # probed with; every entry above it cannot match.
@@ -848,6 +850,7 @@ class RaftNode:
             reject=True,
             reject_hint=hint_index,
             log_term=hint_term,
+            stamp=m.stamp,
         )
 
     def _handle_heartbeat(self, m: Message) -> None:
@@ -1005,17 +1008,23 @@ class RaftNode:
             log_term=prev_term,
             entries=tuple(ents),
             commit=self.log.committed,
+            stamp=self._clock.now() if self._clock is not None else 0.0,
         )
         pr.sent_entries(len(ents), ents[-1].index if ents else prev, sum(len(e.data) for e in ents))
         return True
 
-    def _bcast_heartbeat(self, context: bytes | None = None) -> None:
+    def _bcast_heartbeat(self, context: bytes | None = None, *, periodic: bool = False) -> None:
         ctx = context if context is not None else (self.reads.last_context() or b"")
         stamp = self._clock.now() if self._clock is not None else 0.0
+        skip_acked = periodic and not ctx and self.config.heartbeat_piggyback
         for node in sorted(self.tracker.progress):
             if node == self.id:
                 continue
             pr = self.tracker.progress[node]
+            if pr.acked_since_heartbeat:
+                pr.acked_since_heartbeat = False
+                if skip_acked and pr.state is ProgressState.REPLICATE:
+                    continue
             self._send(
                 MT.HEARTBEAT,
                 node,
@@ -1025,6 +1034,12 @@ class RaftNode:
             )
 
     def _handle_append_response(self, m: Message, pr: Progress) -> None:
+        if m.stamp:
+            # An answer to one of this term's appends (stamped when sent): the follower
+            # reset its election timer for it, as for a heartbeat.
+            pr.acked_since_heartbeat = True
+            if self._clock is not None and not self.transfer.active:
+                self.lease.record_ack(m.src, m.stamp)
         if m.reject:
             probe = m.reject_hint
             if m.log_term > 0:

@@ -110,6 +110,9 @@ class Progress:
     """In SNAPSHOT: the index of the snapshot being sent."""
     recent_active: bool = True
     """Heard from within the last election timeout (check-quorum)."""
+    acked_since_heartbeat: bool = False
+    """Acknowledged an append since the last periodic heartbeat (``heartbeat_piggyback``
+    then skips the next heartbeat to it)."""
     is_learner: bool = False
     inflights: Inflights = attrs.field(factory=lambda: Inflights(256))
     transfer: SnapshotTransfer | None = None

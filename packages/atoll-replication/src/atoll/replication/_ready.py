@@ -70,6 +70,14 @@ class RaftConfig:
     group under load, at the cost of followers applying a little later. Only the
     followers' view of the commit index is affected, never what commits or when the
     leader answers."""
+    heartbeat_piggyback: bool = False
+    """Skip a periodic heartbeat to a follower that acknowledged an append since the
+    previous one: appends carry the leader's clock stamp and their responses echo it, so
+    they renew the lease and prove the follower alive just as a heartbeat would, and the
+    append already reset its election timer. A heartbeat carrying a read-index context
+    is never skipped. False (etcd-io/raft's behaviour) heartbeats every follower every
+    ``heartbeat_ticks``; True saves most heartbeats of a busy group, at the cost of an
+    idle group's followers learning the last commit index one heartbeat later."""
     priorities: dict[str, int] = attrs.field(factory=dict)
     """Election priority per node (default 0). Lower-priority nodes wait longer to
     campaign, and a leader hands leadership to a caught-up higher-priority voter."""
