@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import itertools
 import logging
 import time
@@ -361,7 +362,7 @@ class RaftHost:
         self.rng = rng or make_rng()
         self.on_leader_change = on_leader_change
         self.groups: dict[int, RaftGroup] = {}
-        self._wake_event = anyio.Event()
+        self._wake_event = asyncio.Event()
         self._in_cycle = False
         self._closed = False
         self._writer: concurrent.futures.ThreadPoolExecutor | None = None
@@ -508,7 +509,7 @@ class RaftHost:
                 task_status.started()
                 while not self._closed:
                     await self._wake_event.wait()
-                    self._wake_event = anyio.Event()
+                    self._wake_event.clear()
                     self._in_cycle = True
                     try:
                         await self.cycle()
@@ -621,13 +622,22 @@ class RaftHost:
     async def _persist(
         self, batch: WriteBatch, readies: list[tuple[RaftGroup, Ready]], *, sync: bool
     ) -> None:
-        """Write ``batch`` while the messages that may leave early are sent."""
+        """Write ``batch`` while the messages that may leave early are sent: the write
+        starts on the writer thread first, the sends run meanwhile (a peer slow to take
+        them never delays the fsync), then the write is awaited."""
         early = [m for _, rd in readies for m in rd.messages]
-        async with anyio.create_task_group() as tg:
+        if batch:
+            started = self._submit(batch, sync)
             if early:
-                tg.start_soon(self._send_all, early)
-            if batch:
-                await self._write(batch, sync=sync)
+                try:
+                    await self._send_all(early)
+                except BaseException:
+                    with contextlib.suppress(Exception):  # the send's error wins
+                        await _finish_shielded(started)
+                    raise
+            await self._write(batch, sync=sync, started=started)
+        elif early:
+            await self._send_all(early)
         for g, _ in readies:
             g.storage.commit_staged()
 
@@ -669,7 +679,13 @@ class RaftHost:
             except Exception:
                 log.exception("leader change callback failed")
 
-    async def _write(self, batch: WriteBatch, *, sync: bool) -> None:
+    async def _write(
+        self,
+        batch: WriteBatch,
+        *,
+        sync: bool,
+        started: asyncio.Future[None] | None = None,
+    ) -> None:
         """Write ``batch``; on a storage failure keep retrying the same batch.
 
         Nothing was acknowledged for this batch yet, so retrying is safe; until it
@@ -680,12 +696,15 @@ class RaftHost:
         delay = 0.05
         while True:
             try:
-                await self._in_writer(batch, sync)
+                if started is None:
+                    started = self._submit(batch, sync)
+                await _finish_shielded(started)
                 break
             except StorageError as exc:
                 if self.degraded is None:
                     log.error("storage write failed, retrying until it succeeds: %s", exc)
                 self.degraded = exc
+                started = None
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         if self.degraded is not None:
@@ -696,21 +715,13 @@ class RaftHost:
             if self._m_fsync is not None:
                 self._m_fsync.observe(time.perf_counter() - t0)
 
-    async def _in_writer(self, batch: WriteBatch, sync: bool) -> None:
-        """Run ``engine.write`` on the writer thread. Like anyio's ``to_thread``, a write
-        that started is waited for even if the caller is cancelled, so the engine is
-        never closed under it."""
+    def _submit(self, batch: WriteBatch, sync: bool) -> asyncio.Future[None]:
+        """Start ``engine.write(batch)`` on the writer thread (writes run in order)."""
         if self._writer is None:
             self._writer = concurrent.futures.ThreadPoolExecutor(
                 1, thread_name_prefix="atoll-raft-write"
             )
-        done = asyncio.wrap_future(self._writer.submit(self.engine.write, batch, sync=sync))
-        try:
-            await done
-        except asyncio.CancelledError:
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait([done])
-            raise
+        return asyncio.wrap_future(self._writer.submit(self.engine.write, batch, sync=sync))
 
     async def _send_all(self, msgs: Sequence[Message]) -> None:
         by_peer: dict[str, list[Message]] = {}
@@ -795,3 +806,15 @@ def decode_batch(frame: Frame) -> list[Message]:
     if pos != len(atts):
         raise FrameError("raft batch frame: attachments left over")
     return out
+
+
+async def _finish_shielded(done: asyncio.Future[None]) -> None:
+    """Await a write on the writer thread. Like anyio's ``to_thread``, a write that
+    started is waited for even if the caller is cancelled, so the engine is never closed
+    under it."""
+    try:
+        await asyncio.shield(done)
+    except asyncio.CancelledError:
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait([done])
+        raise
