@@ -9,4 +9,4 @@ from ._engine import LmdbEngine as LmdbEngine
 from ._engine import LmdbOptions as LmdbOptions
 from ._engine import LmdbSnapshot as LmdbSnapshot
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
