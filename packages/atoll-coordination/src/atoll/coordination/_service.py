@@ -42,6 +42,7 @@ from atoll.core import (
     decode_kv_request,
     encode_kv_multi_reply,
 )
+from atoll.core.rpc import settle, settle_all
 from atoll.metadata import ClusterMap
 from atoll.placement import partition_for_key
 
@@ -163,7 +164,7 @@ class KVService:
         pending, finish = started
         if not pending.done:
             timer = asyncio.get_running_loop().call_later(
-                self.request_timeout, _settle, pending.future
+                self.request_timeout, settle, pending.future
             )
             try:
                 await pending.future
@@ -200,7 +201,7 @@ class KVService:
         if waiting:
             loop = asyncio.get_running_loop()
             futures = [p.future for _, p, _ in waiting]
-            timer = loop.call_later(self.request_timeout, _settle_all, futures)
+            timer = loop.call_later(self.request_timeout, settle_all, futures)
             try:
                 for fut in futures:
                     if not fut.done():
@@ -322,14 +323,3 @@ class KVService:
             h["p"] = True
             return Frame(f"kv.{req.op.value}.ok", h, (res.previous,))
         return Frame(f"kv.{req.op.value}.ok", h)
-
-
-def _settle(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-def _settle_all(futures: list[asyncio.Future[None]]) -> None:
-    for fut in futures:
-        if not fut.done():
-            fut.set_result(None)

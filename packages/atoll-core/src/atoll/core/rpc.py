@@ -31,7 +31,23 @@ __all__ = [
     "deliver_one_way",
     "encode_within",
     "result_of",
+    "settle",
+    "settle_all",
 ]
+
+
+def settle(fut: asyncio.Future[None]) -> None:
+    """Complete ``fut`` with None unless it is already done: the wake-up a deadline
+    timer (``loop.call_later(timeout, settle, fut)``) or a release gives a waiter, which
+    then tells by its own state whether it was served or timed out."""
+    if not fut.done():
+        fut.set_result(None)
+
+
+def settle_all(futures: list[asyncio.Future[None]]) -> None:
+    """:func:`settle` each of ``futures`` (one timer for a group of waiters)."""
+    for fut in futures:
+        settle(fut)
 
 
 class _Slot:

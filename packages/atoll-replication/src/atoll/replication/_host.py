@@ -52,6 +52,7 @@ from atoll.core import (
     WriteBatch,
     make_rng,
 )
+from atoll.core.rpc import settle
 
 from ._core import RaftNode
 from ._engine_log import EngineLogStorage
@@ -123,7 +124,7 @@ class _Waiter:
         """Wait up to ``timeout`` seconds; whether :meth:`set` was called."""
         if self.done:
             return True
-        handle = asyncio.get_running_loop().call_later(timeout, _settle, self.future)
+        handle = asyncio.get_running_loop().call_later(timeout, settle, self.future)
         try:
             await self.future
         finally:
@@ -141,11 +142,6 @@ class _Waiter:
         if isinstance(self._key, int):
             return Timeout(f"group {gid}: entry {self._key} not applied in {timeout}s")
         return Timeout(f"group {gid}: read index not confirmed in {timeout}s")
-
-
-def _settle(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 class RaftGroup:

@@ -55,6 +55,7 @@ from atoll.core.rpc import (
     deliver_one_way,
     encode_within,
     result_of,
+    settle,
 )
 
 __all__ = ["TcpStats", "TcpTransport"]
@@ -233,7 +234,7 @@ class _Conn(asyncio.Protocol):
             return not self.closed
         fut = self.loop.create_future()
         self.writable_waiters.append(fut)
-        handle = self.loop.call_later(timeout, _settle, fut)
+        handle = self.loop.call_later(timeout, settle, fut)
         try:
             await fut
         finally:
@@ -245,7 +246,7 @@ class _Conn(asyncio.Protocol):
     def _release_writers(self) -> None:
         waiters, self.writable_waiters = self.writable_waiters, []
         for fut in waiters:
-            _settle(fut)
+            settle(fut)
 
     def abort(self) -> None:
         """Drop the connection now (bad input, or the transport is closing)."""
@@ -355,12 +356,7 @@ class _Peer:
     def release_waiters(self) -> None:
         waiters, self.waiters = self.waiters, []
         for fut in waiters:
-            _settle(fut)
-
-
-def _settle(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
+            settle(fut)
 
 
 class TcpTransport:
@@ -477,7 +473,7 @@ class TcpTransport:
         def expire() -> None:
             nonlocal expired
             expired = True
-            _settle(slot.future)
+            settle(slot.future)
 
         handle = loop.call_later(timeout, expire)
         try:
@@ -591,7 +587,7 @@ class TcpTransport:
                 return True
             fut = asyncio.get_running_loop().create_future()
             dest.waiters.append(fut)
-            handle = asyncio.get_running_loop().call_later(timeout, _settle, fut)
+            handle = asyncio.get_running_loop().call_later(timeout, settle, fut)
             try:
                 await fut
             finally:
