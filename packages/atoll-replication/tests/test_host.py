@@ -5,6 +5,8 @@ Real time, fast ticks (10 ms); every wait polls a condition with a deadline.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import struct
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -26,7 +28,7 @@ from atoll.core import (
     open_storage,
 )
 from atoll.replication import Entry, EntryKind
-from atoll.replication._host import BATCH_FRAME, RaftHost
+from atoll.replication._host import BATCH_FRAME, RaftHost, _finish_shielded
 from atoll.testing import MemoryNetwork
 from atoll.transport.memory import MemoryTransport
 
@@ -329,3 +331,26 @@ async def test_idle_groups_go_quiet_and_wake_on_demand(tmp_path: Path) -> None:
         for n in ids:
             await c.stop(n)
         tg.cancel_scope.cancel()
+
+
+async def test_a_started_write_is_waited_for_when_its_cycle_is_cancelled() -> None:
+    """A cancelled cycle must not leave its engine write running unseen (the node would
+    close the engine under it): cancellation takes effect once the write is done."""
+    gate = threading.Event()
+    wrote: list[int] = []
+
+    def write() -> None:
+        gate.wait(30)
+        wrote.append(1)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        task = asyncio.ensure_future(_finish_shielded(asyncio.wrap_future(pool.submit(write))))
+        await asyncio.sleep(0)
+        task.cancel()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done(), "cancellation must wait for the write in progress"
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert wrote == [1]
