@@ -333,6 +333,7 @@ class RaftHost:
         snapshot_interval_entries: int = 10_000,
         max_uncommitted_bytes: int = 64 * 1024 * 1024,
         quiesce_after_ticks: int | None = None,
+        separate_apply_entries: int = 64,
         clock: Clock | None = None,
         rng: Rng | None = None,
         metrics: MetricsRegistry | None = None,
@@ -354,6 +355,9 @@ class RaftHost:
             2 * election_ticks if quiesce_after_ticks is None else quiesce_after_ticks
         )
         """Idle ticks after which a leader puts its group to sleep (0: never)."""
+        self.separate_apply_entries = separate_apply_entries
+        """A cycle applying at least this many entries applies them while the log's
+        fsync runs and writes their results after the responses leave (0: never)."""
         self.clock = clock or SystemClock()
         self.rng = rng or make_rng()
         self.on_leader_change = on_leader_change
@@ -566,23 +570,43 @@ class RaftHost:
                 g.sm.restore(rd.snapshot.data, batch)
                 restored = True
             self.stats["entries_persisted"] += len(rd.entries)
-        # 2. apply committed entries. Without a snapshot in this cycle their writes join
-        # the same batch, so the log, the applied index and the data become durable in
-        # one atomic write; after a snapshot restore they need the restored state, so
-        # they go in a second write.
-        apply_batch = WriteBatch() if restored else batch
+        # 2. apply committed entries and answer their proposals. Committed entries are
+        # durable on a quorum and their results are known: proposals are answered from
+        # the in-memory apply, as etcd does. Reads still wait until the applied state is
+        # written (the read barrier checks the durable applied index).
+        sync = must_sync and self.sync
+        applied: list[tuple[RaftGroup, tuple[Entry, ...], list[Any]]] = []
         if restored:
-            await self._persist(batch, readies, sync=must_sync and self.sync)
-        applied = self._apply(readies, apply_batch)
-        # Committed entries are durable on a quorum and their results are known: answer
-        # their proposals now, as etcd does after its in-memory apply. Reads still wait
-        # until the applied state is written (the read barrier checks the applied index).
-        for g, entries, results in applied:
-            g._complete_proposals(entries, results)
-        if not restored:
-            await self._persist(batch, readies, sync=must_sync and self.sync)
-        elif apply_batch:
-            await self._write(apply_batch, sync=False)
+            # The applied entries need the restored state: a second write.
+            await self._persist(batch, readies, sync=sync)
+            apply_batch = WriteBatch()
+            applied = self._apply(readies, apply_batch)
+            await self._send_late(readies)
+            if apply_batch:
+                await self._write(apply_batch, sync=False)
+        elif (
+            sync
+            and self.separate_apply_entries
+            and (sum(len(rd.committed_entries) for _, rd in readies) >= self.separate_apply_entries)
+        ):
+            # A big apply runs while the log's fsync does, and its writes (a page per
+            # random key on a B-tree engine) go in a second write after the responses
+            # that wait for the log's fsync have left: they are not on the commit path.
+            apply_batch = WriteBatch()
+
+            def apply_now() -> None:
+                applied.extend(self._apply(readies, apply_batch))
+
+            await self._persist(batch, readies, sync=True, meanwhile=apply_now)
+            await self._send_late(readies)
+            if apply_batch:
+                await self._write(apply_batch, sync=False)
+        else:
+            # Small applies join the log's batch: the log, the applied index and the
+            # data become durable in one atomic write.
+            applied = self._apply(readies, batch)
+            await self._persist(batch, readies, sync=sync)
+            await self._send_late(readies)
         # The applied entries' writes are in the engine now.
         for g, entries, _ in applied:
             g.durable_applied = max(g.durable_applied, entries[-1].index)
@@ -590,10 +614,7 @@ class RaftHost:
             for g, rd in readies:
                 if rd.snapshot is not None and not rd.snapshot.is_empty:
                     g.durable_applied = g.sm.applied_index()
-        # 3. messages that promise durability, then the reads the applied state allows
-        late = [m for _, rd in readies for m in rd.messages_after_persist]
-        if late:
-            await self._send_all(late)
+        # 3. the reads the applied state allows
         for g, _, _ in applied:
             g._serve_reads()
         # 4. reads, events, snapshots, advance
@@ -616,36 +637,55 @@ class RaftHost:
         return len(readies)
 
     async def _persist(
-        self, batch: WriteBatch, readies: list[tuple[RaftGroup, Ready]], *, sync: bool
+        self,
+        batch: WriteBatch,
+        readies: list[tuple[RaftGroup, Ready]],
+        *,
+        sync: bool,
+        meanwhile: Callable[[], None] | None = None,
     ) -> None:
         """Write ``batch`` while the messages that may leave early are sent: the write
         starts on the writer thread first, the sends run meanwhile (a peer slow to take
-        them never delays the fsync), then the write is awaited."""
+        them never delays the fsync), then ``meanwhile`` (CPU work that overlaps the
+        write), then the write is awaited."""
         early = [m for _, rd in readies for m in rd.messages]
         if batch:
             started = self._submit(batch, sync)
-            if early:
-                try:
+            try:
+                if early:
                     await self._send_all(early)
-                except BaseException:
-                    with contextlib.suppress(Exception):  # the send's error wins
-                        await _finish_shielded(started)
-                    raise
+                if meanwhile is not None:
+                    meanwhile()
+            except BaseException:
+                with contextlib.suppress(Exception):  # the first error wins
+                    await _finish_shielded(started)
+                raise
             await self._write(batch, sync=sync, started=started)
-        elif early:
-            await self._send_all(early)
+        else:
+            if early:
+                await self._send_all(early)
+            if meanwhile is not None:
+                meanwhile()
         for g, _ in readies:
             g.storage.commit_staged()
+
+    async def _send_late(self, readies: list[tuple[RaftGroup, Ready]]) -> None:
+        """Send the messages that promise durability (after the log's write)."""
+        late = [m for _, rd in readies for m in rd.messages_after_persist]
+        if late:
+            await self._send_all(late)
 
     def _apply(
         self, readies: list[tuple[RaftGroup, Ready]], batch: WriteBatch
     ) -> list[tuple[RaftGroup, tuple[Entry, ...], list[Any]]]:
-        """Apply every Ready's committed entries into ``batch``; results per group."""
+        """Apply every Ready's committed entries into ``batch`` and answer their
+        proposals; results per group."""
         applied: list[tuple[RaftGroup, tuple[Entry, ...], list[Any]]] = []
         for g, rd in readies:
             if rd.committed_entries:
                 results = g.sm.apply(rd.committed_entries, batch)
                 applied.append((g, rd.committed_entries, results))
+                g._complete_proposals(rd.committed_entries, results)
                 self.stats["entries_applied"] += len(rd.committed_entries)
                 if self._m_proposals is not None:
                     self._m_proposals.inc(
