@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from atoll.client import AtollClient
-from atoll.core import AtollError, Consistency
+from atoll.core import AtollError, Consistency, tune_gc
 
 from ._connect import DEFAULT_DEV_DIR, resolve_endpoints
 from ._dev import DevCluster, fetch_status
@@ -219,6 +219,7 @@ def bench(
                 console=console,
             ) as prog:
                 task = prog.add_task("ops", total=ops)
+                tune_gc()  # a load process is a long-running one too
                 res = await run_workload(
                     c,
                     ops=ops,

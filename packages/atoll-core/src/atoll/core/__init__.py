@@ -62,6 +62,7 @@ from ._errors import Unavailable as Unavailable
 from ._errors import UnsupportedVersion as UnsupportedVersion
 from ._errors import error_from_wire as error_from_wire
 from ._errors import error_to_wire as error_to_wire
+from ._gc import tune_gc as tune_gc
 from ._kvproto import KV_MULTI as KV_MULTI
 from ._kvproto import MAP_REQUEST as MAP_REQUEST
 from ._kvproto import Consistency as Consistency

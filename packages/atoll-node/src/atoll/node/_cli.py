@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import orjson
 
-from atoll.core import AtollError, ConfigError, PluginError, StorageError, load_config
+from atoll.core import AtollError, ConfigError, PluginError, StorageError, load_config, tune_gc
 
 from ._node import Node
 
@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with anyio.create_task_group() as tg:
                 await tg.start(node.run)
+                tune_gc()  # started: what is alive now lives as long as the node
 
                 async def watch() -> None:
                     async for sig in signals:
