@@ -75,6 +75,10 @@ def test_round_trip(req: KVRequest) -> None:
         (Frame("kv.put", {"ks": 5}, (b"k", b"v")), "'ks' must be str"),
         (Frame("kv.put", {"e": True}, (b"k", b"v")), "'e' must be int"),
         (Frame("kv.get", {"r": "eventual"}, (b"k",)), "consistency 'eventual' is not one of"),
+        (Frame("kv.get", {"r": 5}, (b"k",)), "'r' must be str"),
+        (Frame("kv.put", {"s": "1"}, (b"k", b"v")), "'s' must be int"),
+        (Frame("kv.put", {"c": None}, (b"k", b"v")), "'c' must be str"),
+        (Frame("kv.cas", {"k": 1.5}, (b"k", b"", b"v")), "'k' must be int"),
         (Frame("kv.batch", {"p": [1]}, (b"k",)), "kv.batch needs"),
     ],
 )

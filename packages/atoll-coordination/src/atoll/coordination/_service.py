@@ -282,6 +282,14 @@ class KVService:
 
     def _validate(self, req: KVRequest) -> None:
         lim = self.limits
+        if (  # the usual case, inline
+            req.op is not KVOp.BATCH
+            and req.expected is None
+            and req.key
+            and len(req.key) <= lim.max_key_bytes
+            and (req.value is None or len(req.value) <= lim.max_value_bytes)
+        ):
+            return
         keys = [k for k, _ in req.items] if req.op is KVOp.BATCH else [req.key]
         values = [v for _, v in req.items] if req.op is KVOp.BATCH else [req.value, req.expected]
         for k in keys:

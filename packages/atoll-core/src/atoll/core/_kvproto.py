@@ -121,45 +121,72 @@ def _field(h: dict[str, Any], name: str, typ: type, default: Any) -> Any:
     return v
 
 
+_OPS = {f"kv.{op.value}": op for op in KVOp}
+_ATTACHMENTS = {KVOp.GET: 1, KVOp.PUT: 2, KVOp.DELETE: 1, KVOp.CAS: 3}
+_LINEARIZABLE = Consistency.LINEARIZABLE
+
+
 def decode_kv_request(frame: Frame) -> KVRequest:
     """Parse a ``kv.*`` frame, validating every field; raises :class:`InvalidRequest`."""
-    if not frame.type.startswith("kv."):
-        raise InvalidRequest(f"not a key-value request: {frame.type!r}")
-    try:
-        op = KVOp(frame.type[3:])
-    except ValueError:
-        raise InvalidRequest(f"unknown key-value operation {frame.type!r}") from None
+    op = _OPS.get(frame.type)
+    if op is None:
+        if not frame.type.startswith("kv."):
+            raise InvalidRequest(f"not a key-value request: {frame.type!r}")
+        raise InvalidRequest(f"unknown key-value operation {frame.type!r}")
     h = frame.header
     a = frame.attachments
-    ks = _field(h, "ks", str, "default")
-    epoch = _field(h, "e", int, 0)
-    client = _field(h, "c", str, "")
-    seq = _field(h, "s", int, 0)
-    acked = _field(h, "k", int, 0)
-    common = {"keyspace": ks, "epoch": epoch, "client_id": client, "seq": seq, "acked": acked}
-    want = {KVOp.GET: 1, KVOp.PUT: 2, KVOp.DELETE: 1, KVOp.CAS: 3}
-    if op in want and len(a) != want[op]:
-        raise InvalidRequest(f"kv.{op.value} takes {want[op]} attachments, got {len(a)}")
-    if op is KVOp.GET:
-        try:
-            cons = Consistency(_field(h, "r", str, "linearizable"))
-        except ValueError:
-            raise InvalidRequest(
-                f"consistency {h.get('r')!r} is not one of: linearizable, stale"
-            ) from None
-        return KVRequest(op, key=a[0], consistency=cons, **common)
+    ks = h.get("ks", "default")
+    epoch = h.get("e", 0)
+    client = h.get("c", "")
+    seq = h.get("s", 0)
+    acked = h.get("k", 0)
+    # One cheap check for the usual case; _field names the first bad field otherwise.
+    if not (
+        type(ks) is str
+        and type(epoch) is int
+        and type(client) is str
+        and type(seq) is int
+        and type(acked) is int
+    ):
+        ks = _field(h, "ks", str, "default")
+        epoch = _field(h, "e", int, 0)
+        client = _field(h, "c", str, "")
+        seq = _field(h, "s", int, 0)
+        acked = _field(h, "k", int, 0)
+    want = _ATTACHMENTS.get(op)
+    if want is not None and len(a) != want:
+        raise InvalidRequest(f"kv.{op.value} takes {want} attachments, got {len(a)}")
     if op is KVOp.PUT:
-        return KVRequest(op, key=a[0], value=a[1], **common)
+        return KVRequest(op, ks, epoch, a[0], a[1], None, (), _LINEARIZABLE, client, seq, acked)
+    if op is KVOp.GET:
+        cons = h.get("r")
+        if cons is None or cons == "linearizable":
+            consistency = _LINEARIZABLE
+        else:
+            try:
+                consistency = Consistency(_field(h, "r", str, "linearizable"))
+            except ValueError:
+                raise InvalidRequest(
+                    f"consistency {h.get('r')!r} is not one of: linearizable, stale"
+                ) from None
+        return KVRequest(op, ks, epoch, a[0], None, None, (), consistency, client, seq, acked)
     if op is KVOp.DELETE:
-        return KVRequest(op, key=a[0], **common)
+        return KVRequest(op, ks, epoch, a[0], None, None, (), _LINEARIZABLE, client, seq, acked)
     if op is KVOp.CAS:
         return KVRequest(
             op,
-            key=a[0],
-            expected=a[1] if h.get("x") else None,
-            value=a[2] if h.get("n") else None,
-            **common,
+            ks,
+            epoch,
+            a[0],
+            a[2] if h.get("n") else None,
+            a[1] if h.get("x") else None,
+            (),
+            _LINEARIZABLE,
+            client,
+            seq,
+            acked,
         )
+    common = {"keyspace": ks, "epoch": epoch, "client_id": client, "seq": seq, "acked": acked}
     present = h.get("p")
     if not isinstance(present, list) or len(a) != 2 * len(present) or not present:
         raise InvalidRequest("kv.batch needs a non-empty item list matching its attachments")
