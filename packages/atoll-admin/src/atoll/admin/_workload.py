@@ -86,7 +86,10 @@ async def run_workload(
     lat: list[float] = []
     rlat: list[float] = []
     wlat: list[float] = []
-    counts = {"issued": 0, "errors": 0}
+    counts = {"issued": 0, "errors": 0, "unreported": 0}
+    # Progress is reported in steps of about 1 % (a rich progress bar costs a few
+    # microseconds per update, which a load process should not spend per operation).
+    step = max(1, ops // 100)
 
     async def worker(wid: int) -> None:
         r = random.Random(seed * 1000 + wid)
@@ -107,7 +110,10 @@ async def run_workload(
             lat.append(dt)
             (rlat if is_read else wlat).append(dt)
             if progress is not None:
-                progress(1)
+                counts["unreported"] += 1
+                if counts["unreported"] >= step:
+                    progress(counts["unreported"])
+                    counts["unreported"] = 0
 
     t_start = time.perf_counter()
     cpu_start = time.process_time()
@@ -116,6 +122,8 @@ async def run_workload(
             tg.start_soon(worker, w)
     elapsed = time.perf_counter() - t_start
     cpu = time.process_time() - cpu_start
+    if progress is not None and counts["unreported"]:
+        progress(counts["unreported"])
     return WorkloadResult(
         len(lat), len(rlat), len(wlat), counts["errors"], elapsed, lat, rlat, wlat, cpu
     )
