@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import struct
@@ -10,6 +11,7 @@ import anyio
 import pytest
 
 from atoll.core import (
+    FLAG_REQUEST,
     Frame,
     PeerUnreachable,
     Transport,
@@ -232,3 +234,39 @@ async def test_bad_peer_address_is_unreachable() -> None:
 def test_hello_is_a_valid_frame() -> None:
     raw = encode_frame(Frame(HELLO, {"address": "h:1", "listening": False}))
     assert struct.unpack(">I", raw[:4])[0] == len(raw) - 4
+
+
+async def test_requests_arriving_in_one_read_start_one_loop_turn_apart() -> None:
+    """A batch of requests read at once does not start as one burst: what the first
+    one's handler schedules (the Raft host's cycle, say) runs before the next starts."""
+    events: list[tuple[str, int]] = []
+
+    async def handler(frame: Frame, sender: str) -> Frame | None:
+        i = frame.header["i"]
+        events.append(("start", i))
+        asyncio.get_running_loop().call_soon(events.append, ("scheduled", i))
+        return Frame("ok")
+
+    b = TcpTransport(_cfg(), listen="127.0.0.1:0")
+    await b.start(handler)
+    try:
+        host, port = parse_address(b.address)
+        data = encode_frame(Frame(HELLO, {"address": "x:1", "listening": True}))
+        data += b"".join(
+            encode_frame(Frame("q", {"i": i}, request_id=i + 1, flags=FLAG_REQUEST))
+            for i in range(3)
+        )
+        with anyio.fail_after(10):
+            async with await anyio.connect_tcp(host, port) as s:
+                await s.send(data)  # one write: one read on the other side
+                await wait_until(lambda: len(events) == 6, what="3 requests handled")
+        assert events == [
+            ("start", 0),
+            ("scheduled", 0),
+            ("start", 1),
+            ("scheduled", 1),
+            ("start", 2),
+            ("scheduled", 2),
+        ]
+    finally:
+        await b.close()

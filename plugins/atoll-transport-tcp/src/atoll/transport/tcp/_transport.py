@@ -155,6 +155,11 @@ class _Conn(asyncio.Protocol):
             log.error("closing connection from %s: %s", self.remote or self._peer_name(), exc)
             self.abort()
             return
+        # Requests read together start one event-loop turn apart, in order: what one
+        # request's handler schedules (the Raft host's cycle for the proposals it made)
+        # runs before the next request starts, so a burst of kv.multi frames becomes a
+        # pipeline of Raft batches instead of one convoy. None: no request seen yet.
+        deferred: collections.deque[Frame] | None = None
         for frame in frames:
             stats.frames_received += 1
             if not self.remote:
@@ -167,9 +172,15 @@ class _Conn(asyncio.Protocol):
                 owner._pending.resolve(frame)
             elif frame.is_request:
                 self.handlers += 1
-                owner._spawn(self._answer(frame))
+                if deferred is None:
+                    owner._spawn(self._answer(frame))
+                    deferred = collections.deque()
+                else:
+                    deferred.append(frame)
             else:
                 self.inbox.append(frame)
+        if deferred:
+            self.loop.call_soon(self._spawn_deferred, deferred)
         if self.inbox:
             self._wake_delivery()
         if not self.read_paused and (
@@ -296,6 +307,15 @@ class _Conn(asyncio.Protocol):
             self.read_paused = False
             assert self.transport is not None
             self.transport.resume_reading()
+
+    def _spawn_deferred(self, frames: collections.deque[Frame]) -> None:
+        """Start the next request of a read; schedule the rest for the next turn."""
+        if self.owner._closed:  # closing: these are never answered, like unread ones
+            self.handlers -= len(frames)
+            return
+        self.owner._spawn(self._answer(frames.popleft()))
+        if frames:
+            self.loop.call_soon(self._spawn_deferred, frames)
 
     def _wake_delivery(self) -> None:
         if self.delivery is None:
