@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True, unsafe_hash=True)
 class PutCommand:
     """Set ``key`` to ``value``."""
 
@@ -59,7 +59,7 @@ class PutCommand:
     """Every seq below this one has been answered to the client and may be forgotten."""
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True, unsafe_hash=True)
 class DeleteCommand:
     """Remove ``key`` (absent keys are fine; ``existed`` in the result says which)."""
 
@@ -69,7 +69,7 @@ class DeleteCommand:
     acked: int = 0
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True, unsafe_hash=True)
 class CasCommand:
     """Compare-and-set: if ``key`` currently holds ``expected`` (None = absent), set it to
     ``new`` (None = delete). The result says whether it swapped and what was there."""
@@ -82,7 +82,7 @@ class CasCommand:
     acked: int = 0
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True, unsafe_hash=True)
 class WriteBatchCommand:
     """Several puts (value) and deletes (None) applied atomically in one entry."""
 
@@ -95,7 +95,7 @@ class WriteBatchCommand:
 Command = PutCommand | DeleteCommand | CasCommand | WriteBatchCommand
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True, unsafe_hash=True)
 class CommandResult:
     """What applying a command produced.
 

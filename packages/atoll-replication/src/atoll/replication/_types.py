@@ -235,7 +235,7 @@ class RoleChange:
     term: int
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True, unsafe_hash=True)
 class ProposalTicket:
     """Where a proposal landed in the leader's log.
 
