@@ -95,7 +95,7 @@ class WriteBatchCommand:
 Command = PutCommand | DeleteCommand | CasCommand | WriteBatchCommand
 
 
-@attrs.define(slots=True, unsafe_hash=True)
+@attrs.frozen(slots=True)
 class CommandResult:
     """What applying a command produced.
 

@@ -73,6 +73,9 @@ _UNKNOWN_SEQ = 2**64 - 1
 _H = struct.Struct(">H")
 _MISSING = object()
 
+_DONE = CommandResult()
+"""The result of every put, batch and no-op (frozen, so one instance serves all)."""
+
 
 def data_key(partition: int, key: bytes) -> bytes:
     """The engine key of user ``key`` in ``partition``."""
@@ -169,7 +172,7 @@ class PartitionApply:
         if index % self._sm.session_sweep_every == 0:
             self._expire_sessions(index)
         if not data:
-            return CommandResult()
+            return _DONE
         cmd = decode_command(data)
         if not cmd.client_id:
             return self._execute(cmd)
@@ -241,7 +244,7 @@ class PartitionApply:
     def _execute(self, cmd: Command) -> CommandResult:
         if isinstance(cmd, PutCommand):
             self._set(cmd.key, cmd.value)
-            return CommandResult()
+            return _DONE
         if isinstance(cmd, DeleteCommand):
             prev = self._get(cmd.key)
             if prev is not None:
@@ -255,7 +258,7 @@ class PartitionApply:
             return CommandResult(previous=prev, existed=prev is not None)
         for key, value in cmd.items:
             self._set(key, value)
-        return CommandResult()
+        return _DONE
 
     def _expire_sessions(self, index: int) -> None:
         horizon = index - self._sm.session_window
