@@ -270,3 +270,25 @@ async def test_requests_arriving_in_one_read_start_one_loop_turn_apart() -> None
         ]
     finally:
         await b.close()
+
+
+async def test_small_frames_coalesce_and_a_big_one_leaves_at_once() -> None:
+    rb = FrameRecorder()
+    a = TcpTransport(_cfg(), node_id="a", listen="127.0.0.1:0")
+    b = TcpTransport(_cfg(), node_id="b", listen="127.0.0.1:0")
+    await a.start(FrameRecorder())
+    await b.start(rb)
+    try:
+        with anyio.fail_after(10):
+            await a.request(b.address, Frame("warm-up"), timeout=5)  # connected
+            writes = a.statistics().writes
+            await a.send(b.address, Frame("small", {}, (b"x" * 100,)))
+            await a.send(b.address, Frame("small", {}, (b"x" * 100,)))
+            assert a.statistics().writes == writes  # queued for the end of the iteration
+            await a.send(b.address, Frame("big", {}, (b"x" * 32 * 1024,)))
+            assert a.statistics().writes == writes + 1  # all three left in one write, now
+            await wait_until(lambda: len(rb.frames) == 3, what="3 frames")
+            assert [f.type for _, f in rb.frames] == ["small", "small", "big"]
+    finally:
+        await a.close()
+        await b.close()

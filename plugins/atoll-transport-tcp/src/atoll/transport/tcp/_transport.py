@@ -73,6 +73,10 @@ _BACKOFF_BASE = 0.02
 _BACKOFF_MAX = 0.5
 _DEFAULT_WRITE_BUFFER_MB = 8.0
 _CLOSE_GRACE = 1.0
+_EAGER_WRITE_BYTES = 16 * 1024
+"""Queued bytes that leave at once instead of at the end of the loop iteration: small
+frames are worth coalescing into one write, a big one is not worth delaying (a Raft
+append would otherwise wait for whatever else runs in this iteration)."""
 """Seconds ``close`` lets queued bytes drain before cutting the connections."""
 
 
@@ -211,11 +215,14 @@ class _Conn(asyncio.Protocol):
     # -------------------------------------------------------------- writing
 
     def write(self, data: bytes) -> None:
-        """Queue ``data``; everything queued in one loop iteration leaves in one write."""
+        """Queue ``data``; everything queued in one loop iteration leaves in one write,
+        or at once when the queue holds a big frame's worth."""
         if not self.out:
             self.loop.call_soon(self._flush)
         self.out.append(data)
         self.out_bytes += len(data)
+        if self.out_bytes >= _EAGER_WRITE_BYTES:
+            self._flush()
 
     def _flush(self) -> None:
         out = self.out
