@@ -71,6 +71,11 @@ def test_environment_overrides() -> None:
         ),
         ({"node": {"listen": "h:70000"}}, {}, "port 70000 is outside 0-65535"),
         ({"node": {"id": "bad id!"}}, {}, "node.id = 'bad id!' is not valid"),
+        (
+            {"node": {"client_listen": "127.0.0.1:9000"}},
+            {},
+            "node.client_listen = '127.0.0.1:9000' is not supported yet",
+        ),
         ({"node": {"seeds": "127.0.0.1:1"}}, {}, "expected a list of a string"),
         ({}, {"ATOLL_STORAGE_SYNC": "maybe"}, "storage.sync = 'maybe' is not valid"),
         ({}, {"ATOLL_STORAGE_NOPE": "1"}, "unknown environment override ATOLL_STORAGE_NOPE"),

@@ -62,7 +62,8 @@ class NodeConfig:
     advertise: str = ""
     """Address others should use, if not ``listen`` (behind NAT, in containers)."""
     client_listen: str = ""
-    """Reserved for a separate client port; not used yet: clients connect to ``listen``."""
+    """Reserved for a separate client port, which is not built yet: clients connect to
+    ``listen``. Setting it is a configuration error rather than a silent no-op."""
     zone: str = "z1"
     rack: str = "r1"
     host: str = ""
@@ -79,7 +80,10 @@ class NodeConfig:
         if self.advertise:
             parse_address(self.advertise, what="node.advertise")
         if self.client_listen:
-            parse_address(self.client_listen, what="node.client_listen")
+            raise ConfigError(
+                f"node.client_listen = {self.client_listen!r} is not supported yet: "
+                f"clients connect to node.listen ({self.listen})"
+            )
         for s in self.seeds:
             parse_address(s, what="node.seeds entry")
 
