@@ -158,17 +158,20 @@ def test_retried_command_applies_once_with_several_in_flight(engine: StorageEngi
     seqs=st.lists(st.integers(1, 60), unique=True, min_size=1, max_size=40),
     ackeds=st.lists(st.integers(0, 60), min_size=40, max_size=40),
     cuts=st.lists(st.integers(1, 40), max_size=4),
+    every=st.sampled_from([1, 4, 64]),
 )
 def test_session_records_keep_exactly_the_unacknowledged_results(
-    seqs: list[int], ackeds: list[int], cuts: list[int]
+    seqs: list[int], ackeds: list[int], cuts: list[int], every: int
 ) -> None:
     """Session writes are deferred to the end of a run: however the commands fall into
-    runs, the engine ends up with results only for the stored seqs above the client's
-    acked floor, and a retry of any of them gets its first result back."""
+    runs, the engine ends up with results for every stored seq above the client's acked
+    floor, and a retry of any of them gets its first result back. Acknowledged results
+    are deleted in batches of ``every`` acknowledgements: fewer than that linger, and a
+    retry of an acknowledged seq is answered as such, never applied again."""
     from atoll.coordination._statemachine import NS_SESSION, _session_result_prefix
     from atoll.storage.memory import MemoryEngine
 
-    sm = KVStateMachine(MemoryEngine())
+    sm = KVStateMachine(MemoryEngine(), result_cleanup_every=every)
     floor = 0
     stored: set[int] = set()
     commands = []
@@ -187,13 +190,21 @@ def test_session_records_keep_exactly_the_unacknowledged_results(
         int.from_bytes(k[len(prefix) :], "big")
         for k, _ in sm.engine.scan(NS_SESSION, prefix, prefix + b"\xff" * 9)
     }
-    assert kept == {s for s in stored if s >= floor}
+    assert {s for s in kept if s >= floor} == {s for s in stored if s >= floor}
+    lingering = {s for s in kept if s < floor}
+    assert len(lingering) < every
+    if every == 1:
+        assert not lingering
     assert sm.applied_index(2) == len(commands)
     index = len(commands)
     for seq in sorted(kept):
         index += 1
         retry = _apply(sm, 2, [(index, encode_command(PutCommand(b"k", b"again", "c", seq)))])
-        assert retry[0].duplicate and retry[0].ok
+        if seq >= floor:
+            assert retry[0].duplicate and retry[0].ok
+        else:
+            assert retry[0].duplicate and not retry[0].ok
+    assert sm.get(2, b"k") == b"v"  # no retry was applied again
 
 
 def test_a_seq_below_the_highest_applied_one_is_applied_once(engine: StorageEngine) -> None:
@@ -282,3 +293,29 @@ def test_snapshot_restore_moves_data_and_sessions(engine: StorageEngine) -> None
     assert sm.applied_index(8) == 2
     dup = _apply(sm, 8, [(3, encode_command(PutCommand(b"a", b"9", "c", 1)))])
     assert dup[0].duplicate and sm.get(8, b"a") == b"1"
+
+
+def test_session_records_cached_between_runs_follow_a_restored_snapshot() -> None:
+    """The state machine caches session records between apply runs; a snapshot restore
+    replaces them, so a retry afterwards is judged by the restored records."""
+    from atoll.storage.memory import MemoryEngine
+
+    source = KVStateMachine(MemoryEngine())
+    _apply(
+        source, 0, [(i, encode_command(PutCommand(b"k", b"A%d" % i, "c", i, 1))) for i in (1, 2, 3)]
+    )
+    snap = source.snapshot_partition(0)
+
+    target = KVStateMachine(MemoryEngine())
+    # A different history for the same client: its cached floor is 9.
+    _apply(
+        target, 0, [(i, encode_command(PutCommand(b"k", b"B", "c", i, 9))) for i in range(1, 11)]
+    )
+    assert _apply(target, 0, [(11, encode_command(PutCommand(b"k", b"x", "c", 3)))])[0].ok is False
+    batch = WriteBatch()
+    target.restore_partition(0, snap, batch)
+    target.engine.write(batch, sync=False)
+    # Restored: the floor is 1 again and seq 3 was applied with its own result.
+    retry = _apply(target, 0, [(4, encode_command(PutCommand(b"k", b"again", "c", 3)))])
+    assert retry[0].duplicate and retry[0].ok
+    assert target.get(0, b"k") == b"A3"

@@ -75,6 +75,8 @@ _MISSING = object()
 
 _DONE = CommandResult()
 """The result of every put, batch and no-op (frozen, so one instance serves all)."""
+_ACKED = CommandResult(ok=False, duplicate=True)
+"""The answer to a retry of a seq the client already acknowledged receiving."""
 
 
 def data_key(partition: int, key: bytes) -> bytes:
@@ -112,9 +114,11 @@ class PartitionApply:
 
     Session records are small and constant-size per command: one meta record per client
     (acked floor, last index, highest seq) and one result record per unacknowledged seq.
-    Raising the floor deletes the acknowledged results with one range delete per run, and
-    the results staged in the run are pruned from a heap, so a client with many commands
-    in flight costs O(log n) per command, not O(in flight).
+    Acknowledged results are deleted with one range delete per
+    ``result_cleanup_every`` acknowledgements (never read again: a seq below the floor
+    is answered from the floor), and the results staged in the run are pruned from a
+    heap, so a client with many commands in flight costs O(log n) per command, not
+    O(in flight). The meta records are cached by the state machine between runs.
     """
 
     def __init__(self, sm: KVStateMachine, partition: int, batch: WriteBatch) -> None:
@@ -131,6 +135,8 @@ class PartitionApply:
         self._applied_at_start = self.applied
         self._acked_from: dict[bytes, int] = {}
         """Per client, its acked floor before this run first raised it."""
+        self._sessions = sm._sessions.setdefault(partition, {})
+        """The state machine's cache of this partition's session records."""
         self._dirty: set[bytes] = set()
         """Clients whose session record changed in this run."""
 
@@ -149,8 +155,11 @@ class PartitionApply:
 
     def _session_meta(self, client: bytes) -> tuple[int, int, int] | None:
         if client not in self._meta:
-            raw = self._sm.engine.get(NS_SESSION, _session_meta_key(self.partition, client))
-            self._meta[client] = _decode_meta(raw) if raw is not None else None
+            known = self._sessions.get(client, _MISSING)
+            if known is _MISSING:
+                raw = self._sm.engine.get(NS_SESSION, _session_meta_key(self.partition, client))
+                known = _decode_meta(raw) if raw is not None else None
+            self._meta[client] = known  # type: ignore[assignment]
         return self._meta[client]
 
     def _cached_result(self, client: bytes, seq: int) -> bytes | None:
@@ -181,15 +190,16 @@ class PartitionApply:
         meta = self._session_meta(client)
         if meta is not None:
             acked, _, top = meta
+            if seq < acked:
+                # The client already received this seq's answer; never re-apply. (Its
+                # stored result may still exist: they are deleted in batches.)
+                return _ACKED
             # A seq above the highest applied one is new: no stored result to look up.
             if seq <= top:
                 cached = self._cached_result(client, seq)
                 if cached is not None:
                     r = decode_result(cached)
                     return CommandResult(r.ok, r.previous, r.existed, duplicate=True)
-            if seq < acked:
-                # The client already received this seq's answer; never re-apply.
-                return CommandResult(ok=False, duplicate=True)
         else:
             acked = top = 0
         result = self._execute(cmd)
@@ -223,19 +233,35 @@ class PartitionApply:
         acknowledgements released."""
         if self.applied > self._applied_at_start:
             self.batch.put(NS_APPLIED, _P.pack(self.partition), _Q.pack(self.applied))
-        for client, start in self._acked_from.items():
+        cleaned = self._sm._cleaned.setdefault(self.partition, {})
+        for client in self._acked_from:
             meta = self._meta.get(client)
-            if meta is not None and meta[0] > start:
+            if meta is None:
+                continue
+            # Acknowledged results are never read again (a seq below the floor is
+            # answered from the floor), so they are deleted in batches: one range delete
+            # per RESULT_CLEANUP_EVERY acknowledgements instead of one per run. After a
+            # restart the first one starts from 0 and takes whatever an earlier process
+            # left.
+            done = cleaned.get(client, 0)
+            if meta[0] - done >= self._sm.result_cleanup_every:
                 prefix = _session_result_prefix(self.partition, client)
                 self.batch.delete_range(
-                    NS_SESSION, prefix + _Q.pack(start), prefix + _Q.pack(meta[0])
+                    NS_SESSION, prefix + _Q.pack(done), prefix + _Q.pack(meta[0])
                 )
+                cleaned[client] = meta[0]
         for client in self._dirty:
             meta = self._meta.get(client)
             if meta is not None:
                 self.batch.put(
                     NS_SESSION, _session_meta_key(self.partition, client), _QQQ.pack(*meta)
                 )
+        for client, meta in self._meta.items():
+            if meta is None:
+                self._sessions.pop(client, None)
+                cleaned.pop(client, None)
+            else:
+                self._sessions[client] = meta
         self._acked_from.clear()
         self._dirty.clear()
         self._applied_at_start = self.applied
@@ -284,6 +310,7 @@ class KVStateMachine:
         *,
         session_window: int = 100_000,
         session_sweep_every: int = 4096,
+        result_cleanup_every: int = 64,
     ) -> None:
         self.engine = engine
         self.session_window = session_window
@@ -294,6 +321,13 @@ class KVStateMachine:
         """Per partition, the last index applied into a batch (the Raft host writes every
         batch, in order, before it applies more), so an apply run need not ask the
         engine where the previous one stopped."""
+        self._sessions: dict[int, dict[bytes, tuple[int, int, int]]] = {}
+        """Per partition, the session records applied so far (kept coherent the same
+        way), so an apply run need not read a client's record from the engine."""
+        self._cleaned: dict[int, dict[bytes, int]] = {}
+        """Per partition and client, the acked floor up to which stored results were
+        deleted by this process."""
+        self.result_cleanup_every = result_cleanup_every
 
     def applied_index(self, partition: int) -> int:
         """The last log index applied to ``partition`` and made durable (0 if none)."""
@@ -355,6 +389,8 @@ class KVStateMachine:
         index = int(f.header["i"])
         batch.put(NS_APPLIED, _P.pack(partition), _Q.pack(index))
         self._applied[partition] = index
+        self._sessions.pop(partition, None)
+        self._cleaned.pop(partition, None)
         return index
 
 
