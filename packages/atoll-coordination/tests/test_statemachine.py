@@ -319,3 +319,10 @@ def test_session_records_cached_between_runs_follow_a_restored_snapshot() -> Non
     retry = _apply(target, 0, [(4, encode_command(PutCommand(b"k", b"again", "c", 3)))])
     assert retry[0].duplicate and retry[0].ok
     assert target.get(0, b"k") == b"A3"
+
+
+def test_a_cleanup_interval_below_one_is_refused() -> None:
+    from atoll.storage.memory import MemoryEngine
+
+    with pytest.raises(ValueError, match="result_cleanup_every"):
+        KVStateMachine(MemoryEngine(), result_cleanup_every=0)

@@ -155,11 +155,11 @@ class PartitionApply:
 
     def _session_meta(self, client: bytes) -> tuple[int, int, int] | None:
         if client not in self._meta:
-            known = self._sessions.get(client, _MISSING)
-            if known is _MISSING:
+            known = self._sessions.get(client)  # the cache never holds None
+            if known is None:
                 raw = self._sm.engine.get(NS_SESSION, _session_meta_key(self.partition, client))
                 known = _decode_meta(raw) if raw is not None else None
-            self._meta[client] = known  # type: ignore[assignment]
+            self._meta[client] = known
         return self._meta[client]
 
     def _cached_result(self, client: bytes, seq: int) -> bytes | None:
@@ -240,7 +240,7 @@ class PartitionApply:
                 continue
             # Acknowledged results are never read again (a seq below the floor is
             # answered from the floor), so they are deleted in batches: one range delete
-            # per RESULT_CLEANUP_EVERY acknowledgements instead of one per run. After a
+            # per ``result_cleanup_every`` acknowledgements, not one per run. After a
             # restart the first one starts from 0 and takes whatever an earlier process
             # left.
             done = cleaned.get(client, 0)
@@ -302,7 +302,13 @@ class PartitionApply:
 
 
 class KVStateMachine:
-    """The state machine of every data partition on a node (one engine, many partitions)."""
+    """The state machine of every data partition on a node (one engine, many partitions).
+
+    :param session_window: log entries after which an idle client's session expires.
+    :param session_sweep_every: applied entries between sweeps for expired sessions.
+    :param result_cleanup_every: acknowledgements between the range deletes of a
+        client's acknowledged results (1: delete them in the run that acknowledges).
+    """
 
     def __init__(
         self,
@@ -312,6 +318,8 @@ class KVStateMachine:
         session_sweep_every: int = 4096,
         result_cleanup_every: int = 64,
     ) -> None:
+        if result_cleanup_every < 1:
+            raise ValueError(f"result_cleanup_every must be >= 1, got {result_cleanup_every}")
         self.engine = engine
         self.session_window = session_window
         self.session_sweep_every = session_sweep_every

@@ -5,7 +5,7 @@ allocations, and every tenth of those promotes survivors towards a full collecti
 that walks every tracked object. A node keeps many long-lived objects (modules,
 the cluster map, log caches, sessions) and allocates a few dozen per request, so with
 the defaults it spent about 8 % of its CPU in the collector under load, with full
-collections pausing the event loop for 30-80 ms (measured, docs/performance.md).
+collections pausing the event loop for 25-36 ms (measured, docs/performance.md).
 
 Almost everything a request allocates is freed by reference counting, so the
 collector has little to find. :func:`tune_gc` moves everything alive after start-up
