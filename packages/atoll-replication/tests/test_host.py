@@ -293,6 +293,107 @@ async def test_applies_lost_after_the_logs_fsync_are_applied_again_on_restart(
         tg.cancel_scope.cancel()
 
 
+class GatedEngine:
+    """Wraps an engine. While ``hold`` is set, an unsynced write carrying state-machine
+    data ("t") blocks until ``release`` is set; while ``fail_once`` is set, the next such
+    write raises DiskFull instead (once). Records the applied index of every write that
+    lands."""
+
+    def __init__(self, inner: StorageEngine, group: int) -> None:
+        self._inner = inner
+        self._applied_key = struct.pack(">IQ", group, 0)
+        self.hold = threading.Event()
+        self.release = threading.Event()
+        self.fail_once = threading.Event()
+        self.blocked = threading.Event()
+        self.applied_written: list[int] = []
+
+    def write(self, batch: WriteBatch, *, sync: bool | None = None) -> None:
+        applies = not sync and any(ns == "t" for _, ns, _, _ in batch.ops)
+        if applies and self.fail_once.is_set():
+            self.fail_once.clear()
+            raise DiskFull("no space left on device (test)")
+        if applies and self.hold.is_set():
+            self.blocked.set()
+            self.release.wait(timeout=30)
+        self._inner.write(batch, sync=sync)
+        for _, ns, k, v in batch.ops:
+            if ns == "t" and k == self._applied_key:
+                self.applied_written.append(struct.unpack(">Q", v)[0])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def test_an_apply_only_write_runs_after_its_cycle_and_reads_wait_for_it(
+    tmp_path: Path,
+) -> None:
+    ids = ["a", "b", "c"]
+    engines = {n: GatedEngine(_engine("memory", tmp_path / n), 7) for n in ids}
+    async with anyio.create_task_group() as tg:
+        c = Cluster(tg, MemoryNetwork(), ids, engines)  # type: ignore[arg-type]
+        for n in ids:
+            await c.start(n, [7])
+        leader = await wait_for(lambda: c.leader(7))
+        g = c.hosts[leader].groups[7]
+        await g.propose(b"one", timeout=5)
+        await g.read_barrier(timeout=5)
+        engines[leader].hold.set()  # type: ignore[index]
+        # "two" is answered from the in-memory apply; its commit cycle's write (no fsync
+        # needed: only the commit index and the applied state) is still blocked.
+        assert await g.propose(b"two", timeout=5)
+        await wait_for(engines[leader].blocked.is_set)  # type: ignore[index]
+        await wait_for(lambda: not c.hosts[leader]._in_cycle)  # the cycle ended meanwhile
+        # A linearizable read must not see the engine before that write lands.
+        with pytest.raises(Timeout):
+            await g.read_barrier(timeout=0.3)
+        # The next proposal's append still leaves: the cycle did not wait for the write.
+        three = g.start_proposal(b"three")
+        followers = [n for n in ids if n != leader]
+        await wait_for(
+            lambda: all(
+                c.hosts[n].groups[7].node.status().last_index >= three._key for n in followers
+            )
+        )
+        assert not three.done
+        engines[leader].release.set()  # type: ignore[index]
+        assert await three.wait(5) and three.error is None
+        await g.read_barrier(timeout=5)
+        assert c.sms[(leader, 7)].values() == [b"one", b"two", b"three"]
+        for n in ids:
+            await c.stop(n)
+        tg.cancel_scope.cancel()
+
+
+async def test_a_failed_background_write_is_retried_before_any_later_write(
+    tmp_path: Path,
+) -> None:
+    ids = ["a", "b", "c"]
+    engines = {n: GatedEngine(_engine("memory", tmp_path / n), 8) for n in ids}
+    async with anyio.create_task_group() as tg:
+        c = Cluster(tg, MemoryNetwork(), ids, engines)  # type: ignore[arg-type]
+        for n in ids:
+            await c.start(n, [8])
+        leader = await wait_for(lambda: c.leader(8))
+        g = c.hosts[leader].groups[8]
+        await g.propose(b"one", timeout=5)
+        engines[leader].fail_once.set()  # type: ignore[index]
+        await g.propose(b"two", timeout=5)
+        for i in range(5):
+            await g.propose(b"more-%d" % i, timeout=5)
+        await g.read_barrier(timeout=5)
+        want = [b"one", b"two"] + [b"more-%d" % i for i in range(5)]
+        assert c.sms[(leader, 8)].values() == want
+        assert not engines[leader].fail_once.is_set()  # type: ignore[index]
+        assert c.hosts[leader].degraded is None
+        # the retried write landed before every later one: the applied index never fell
+        written = engines[leader].applied_written  # type: ignore[index]
+        assert written == sorted(written)
+        for n in ids:
+            await c.stop(n)
+        tg.cancel_scope.cancel()
+
+
 class StallableEngine:
     """Wraps an engine; while ``stall`` is set, synced writes block (a stalled disk)."""
 

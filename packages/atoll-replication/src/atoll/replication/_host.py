@@ -286,7 +286,10 @@ class RaftGroup:
         self._serve_reads()
 
     def _serve_reads(self) -> None:
-        applied = max(self.node.applied_index, self.durable_applied)
+        applied = self.durable_applied
+        if self.host._bg is None:
+            # No state-machine write in flight: everything the core applied is written.
+            applied = max(applied, self.node.applied_index)
         for ctx, index in list(self._read_index.items()):
             if index <= applied:
                 self._read_index.pop(ctx)
@@ -365,6 +368,10 @@ class RaftHost:
         self._wake_event = asyncio.Event()
         self._in_cycle = False
         self._closed = False
+        self._bg: _BackgroundWrite | None = None
+        """The state-machine write still running after its cycle ended (at most one):
+        the next cycle sends its early messages, then waits for it before it applies or
+        writes anything, so writes stay in order and applies read what it wrote."""
         self._writer: concurrent.futures.ThreadPoolExecutor | None = None
         """The one thread engine writes run on (off the event loop, so a slow fsync never
         delays a heartbeat); cheaper per write than anyio's worker-thread pool. Made on
@@ -553,6 +560,8 @@ class RaftHost:
             (g, g.node.ready()) for g in list(self.groups.values()) if g.node.has_ready()
         ]
         if not readies:
+            if self._bg is not None and self._bg.future.done():
+                await self._drain_bg()  # a failed background write is retried here
             return 0
         self.stats["cycles"] += 1
         # 1. persist every group's Ready into one batch (one fsync for all of them)
@@ -570,6 +579,16 @@ class RaftHost:
                 g.sm.restore(rd.snapshot.data, batch)
                 restored = True
             self.stats["entries_persisted"] += len(rd.entries)
+        early_sent = False
+        if self._bg is not None:
+            # The previous cycle's state-machine write is still running. The messages
+            # that may leave before this cycle's write go now, then it is awaited:
+            # applying reads the engine, and writes stay in order.
+            early = [m for _, rd in readies for m in rd.messages]
+            if early:
+                await self._send_all(early)
+            early_sent = True
+            await self._drain_bg()
         # 2. apply committed entries and answer their proposals. Committed entries are
         # durable on a quorum and their results are known: proposals are answered from
         # the in-memory apply, as etcd does. Reads still wait until the applied state is
@@ -578,12 +597,26 @@ class RaftHost:
         applied: list[tuple[RaftGroup, tuple[Entry, ...], list[Any]]] = []
         if restored:
             # The applied entries need the restored state: a second write.
-            await self._persist(batch, readies, sync=sync)
+            await self._persist(batch, readies, sync=sync, early_sent=early_sent)
             apply_batch = WriteBatch()
             applied = self._apply(readies, apply_batch)
             await self._send_late(readies)
             if apply_batch:
                 await self._write(apply_batch, sync=False)
+        elif not must_sync and batch:
+            # Nothing here needs an fsync (no entries, term or vote; only the commit index
+            # and the applied state, which the log can rebuild): the write runs in the
+            # background and the next cycle need not wait for it to start.
+            applied = self._apply(readies, batch)
+            for g, _ in readies:
+                g.storage.commit_staged()
+            self._start_bg(batch, applied)
+            applied = []
+            if not early_sent:
+                early = [m for _, rd in readies for m in rd.messages]
+                if early:
+                    await self._send_all(early)
+            await self._send_late(readies)
         elif (
             sync
             and self.separate_apply_entries
@@ -597,15 +630,18 @@ class RaftHost:
             def apply_now() -> None:
                 applied.extend(self._apply(readies, apply_batch))
 
-            await self._persist(batch, readies, sync=True, meanwhile=apply_now)
+            await self._persist(
+                batch, readies, sync=True, meanwhile=apply_now, early_sent=early_sent
+            )
             await self._send_late(readies)
             if apply_batch:
-                await self._write(apply_batch, sync=False)
+                self._start_bg(apply_batch, applied)
+                applied = []
         else:
             # Small applies join the log's batch: the log, the applied index and the
             # data become durable in one atomic write.
             applied = self._apply(readies, batch)
-            await self._persist(batch, readies, sync=sync)
+            await self._persist(batch, readies, sync=sync, early_sent=early_sent)
             await self._send_late(readies)
         # The applied entries' writes are in the engine now.
         for g, entries, _ in applied:
@@ -625,12 +661,16 @@ class RaftHost:
                 if isinstance(ev, LeaderChange):
                     self._leader_changed(g, ev)
             if rd.snapshot_request is not None:
+                if self._bg is not None:
+                    await self._drain_bg()  # the snapshot reads the applied state
                 self._stage_snapshot(g, snap_batch)
                 compacted.append(g)
         for g, rd in readies:
             g.node.advance(rd)
             g._add_read_states(rd)
         if snap_batch:
+            if self._bg is not None:
+                await self._drain_bg()
             await self._write(snap_batch, sync=False)
             for g in compacted:
                 g.storage.commit_staged()
@@ -643,12 +683,13 @@ class RaftHost:
         *,
         sync: bool,
         meanwhile: Callable[[], None] | None = None,
+        early_sent: bool = False,
     ) -> None:
         """Write ``batch`` while the messages that may leave early are sent: the write
         starts on the writer thread first, the sends run meanwhile (a peer slow to take
         them never delays the fsync), then ``meanwhile`` (CPU work that overlaps the
-        write), then the write is awaited."""
-        early = [m for _, rd in readies for m in rd.messages]
+        write), then the write is awaited. ``early_sent``: those messages already left."""
+        early = [] if early_sent else [m for _, rd in readies for m in rd.messages]
         if batch:
             started = self._submit(batch, sync)
             try:
@@ -668,6 +709,41 @@ class RaftHost:
                 meanwhile()
         for g, _ in readies:
             g.storage.commit_staged()
+
+    def _start_bg(
+        self, batch: WriteBatch, applied: list[tuple[RaftGroup, tuple[Entry, ...], list[Any]]]
+    ) -> None:
+        """Start writing ``batch`` (state-machine writes, no fsync needed) and let the
+        cycle end: the groups' durable applied index rises, and their reads are served,
+        when it is done."""
+        bg = _BackgroundWrite(
+            self._submit(batch, False), batch, [(g, entries[-1].index) for g, entries, _ in applied]
+        )
+        self._bg = bg
+        bg.future.add_done_callback(lambda _f: self._bg_done(bg))
+
+    def _bg_done(self, bg: _BackgroundWrite) -> None:
+        if bg.future.cancelled() or bg.future.exception() is not None:
+            self.wake()  # the loop retries it (see _drain_bg)
+            return
+        self._finish_bg(bg)
+
+    def _finish_bg(self, bg: _BackgroundWrite) -> None:
+        if self._bg is bg:
+            self._bg = None
+        for g, index in bg.applied:
+            g.durable_applied = max(g.durable_applied, index)
+        for g, _ in bg.applied:
+            g._serve_reads()
+
+    async def _drain_bg(self) -> None:
+        """Wait for the background write; on a storage failure retry it (in order: no
+        later write starts before it succeeds)."""
+        bg = self._bg
+        if bg is None:
+            return
+        await self._write(bg.batch, sync=False, started=bg.future)
+        self._finish_bg(bg)
 
     async def _send_late(self, readies: list[tuple[RaftGroup, Ready]]) -> None:
         """Send the messages that promise durability (after the log's write)."""
@@ -791,8 +867,28 @@ class RaftHost:
         """Stop the loop and fail waiting requests."""
         self._closed = True
         self.wake()
+        bg = self._bg
+        if bg is not None:
+            with contextlib.suppress(Exception):  # lost applies are rebuilt from the log
+                await _finish_shielded(bg.future)
         for g in self.groups.values():
             g._fail_all(Unavailable("node is shutting down"))
+
+
+class _BackgroundWrite:
+    """A state-machine write running after its cycle ended."""
+
+    __slots__ = ("applied", "batch", "future")
+
+    def __init__(
+        self,
+        future: asyncio.Future[None],
+        batch: WriteBatch,
+        applied: list[tuple[RaftGroup, int]],
+    ) -> None:
+        self.future = future
+        self.batch = batch
+        self.applied = applied
 
 
 def _needs_fsync(persisted: HardState, rd: Ready) -> bool:
