@@ -2,7 +2,8 @@
 
 ``[storage] backend = "lmdb"`` selects it; files live in ``<data_dir>/lmdb/``.
 Namespaces are LMDB named sub-databases; snapshots are read transactions. With
-``[storage] sync = true`` every commit is fsynced; ``sync = false`` is UNSAFE.
+``[storage] sync = true`` every commit fsyncs its data pages and a synced write its meta
+page too; ``sync = false`` is UNSAFE.
 """
 
 from ._engine import LmdbEngine as LmdbEngine

@@ -11,8 +11,13 @@ Files live in ``<data_dir>/lmdb/`` (``data.mdb``, ``lock.mdb``, ``atoll.lock``).
 Durability. py-lmdb cannot switch ``MDB_NOSYNC`` per transaction, so the mode is set
 per environment from ``[storage] sync``:
 
-* ``sync = true`` (the default): every commit fsyncs data and meta pages before it
-  returns, so every write is durable, including ``write(sync=False)`` ones.
+* ``sync = true`` (the default): the environment runs with ``MDB_NOMETASYNC``. Every
+  commit fsyncs its data pages, so the file is never corrupt after a crash; a
+  ``write(sync=True)`` then flushes the meta page too (``mdb_env_sync``) before it
+  returns, so it is durable. A ``write(sync=False)`` skips that second flush: it is
+  atomic, and an OS crash or power loss may undo it until the next synced write (the
+  Raft host uses it only for state that its log rebuilds). One fsync per unsynced
+  commit instead of two.
 * ``sync = false`` is UNSAFE: commits skip fsync and an OS crash or power loss can lose
   acknowledged writes, or corrupt the environment if it hits mid-commit. A
   ``write(sync=True)`` in this mode commits and then flushes with ``mdb_env_sync``.
@@ -279,7 +284,7 @@ class LmdbEngine:
                 max_dbs=self._opts.max_namespaces,
                 max_readers=self._opts.max_readers,
                 sync=sync,
-                metasync=sync,
+                metasync=False,
                 lock=True,
                 readahead=False,
                 meminit=False,
@@ -386,8 +391,7 @@ class LmdbEngine:
             try:
                 try:
                     db = self._env.open_db(name.encode("ascii"), create=True)
-                    if not self._config.sync:
-                        self._env.sync(True)
+                    self._env.sync(True)
                 except lmdb.Error as exc:
                     self._fail(exc, f"create namespace {name!r}")
             finally:
@@ -571,11 +575,10 @@ class LmdbEngine:
                     self._grow(exc)
             if self._growable:
                 self._maybe_grow_early()
-            if do_sync and not self._config.sync:
-                self._flush()
-            self._writes += 1
-            if do_sync or self._config.sync:
+            if do_sync:
+                self._flush()  # the meta page (and, with sync = false, the data pages)
                 self._syncs += 1
+            self._writes += 1
 
     def _commit(self, ops: list[tuple[int, str, bytes, bytes]], dbs: dict[str, Any]) -> None:
         self._gate.enter()
@@ -731,8 +734,7 @@ class LmdbEngine:
             try:
                 for snap in list(self._snapshots):
                     snap._invalidate()
-                if not self._config.sync:
-                    self._env.sync(True)
+                self._env.sync(True)
             finally:
                 self._env.close()
                 self._gate.release_exclusive(close=True)
