@@ -17,6 +17,7 @@ import pytest
 from atoll.client import AtollClient
 from atoll.core import InvalidRequest, parse_config
 from atoll.node import Node
+from atoll.placement import partition_for_key
 from atoll.storage.memory import _plugin as memory_storage
 from atoll.testing import MemoryNetwork
 from atoll.transport.memory import MemoryTransport
@@ -33,7 +34,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def node_config(nid: str, tmp: Path, net: MemoryNetwork, partitions: int = 8) -> Any:
+def node_config(
+    nid: str, tmp: Path, net: MemoryNetwork, partitions: int = 8, snapshot_every: int = 100_000
+) -> Any:
     cfg = parse_config(
         {
             "node": {"id": nid, "listen": f"{nid}:1", "data_dir": str(tmp / nid)},
@@ -43,7 +46,11 @@ def node_config(nid: str, tmp: Path, net: MemoryNetwork, partitions: int = 8) ->
             },
             "storage": {"backend": "memory"},
             "transport": {"backend": "memory"},
-            "raft": {"tick_ms": 10, "election_ticks": 10},
+            "raft": {
+                "tick_ms": 10,
+                "election_ticks": 10,
+                "snapshot_interval_entries": snapshot_every,
+            },
         },
         environ={},
     )
@@ -66,7 +73,12 @@ class Cluster:
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+def snapshot_every() -> int:
+    return 100_000
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, snapshot_every: int) -> AsyncIterator[Cluster]:
     net = MemoryNetwork()
     nodes: dict[str, Node] = {}
     scopes: dict[str, anyio.CancelScope] = {}
@@ -79,7 +91,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
 
         for nid in IDS:
             nodes[nid] = Node(
-                node_config(nid, tmp_path, net),
+                node_config(nid, tmp_path, net, snapshot_every=snapshot_every),
                 plugins=(memory_storage, memory_transport),
                 load_entry_points=False,
             )
@@ -223,3 +235,45 @@ async def test_partition_leader_failover_keeps_acknowledged_writes(cluster: Clus
             >= cluster.nodes[survivor].status()["groups"]["1"]["applied"]
         )
     )
+
+
+@pytest.mark.parametrize("snapshot_every", [25])
+async def test_a_follower_behind_the_compacted_log_catches_up_from_a_snapshot(
+    cluster: Cluster,
+) -> None:
+    ks = cluster.nodes["n1"].cluster_map.keyspace("default")
+    part = partition_for_key(b"s0", ks.partitions)
+    gid = ks.group_of(part)
+
+    def group(nid: str) -> Any:
+        host = cluster.nodes[nid].host
+        assert host is not None
+        return host.groups[gid]
+
+    c = await client(cluster)
+    for i in range(10):
+        await c.put(b"s%d" % i, b"v%d" % i)
+    # cut off a follower of the partition holding "s0", write past several snapshots
+    leader = await wait_for(lambda: next((n for n in IDS if group(n).is_leader), None))
+    victim = next(n for n in IDS if n != leader)
+    cluster.net.isolate(f"{victim}:1")
+    c2 = await client(cluster, f"{leader}:1")
+    keys = [b"s%d" % i for i in range(300)]
+    mine = [k for k in keys if partition_for_key(k, ks.partitions) == part]
+    for k in keys[10:]:
+        await c2.put(k, k + b"-v")
+    # the leader built snapshots (off its event loop) and compacted the log
+    await wait_for(lambda: group(leader).storage.snapshot_index > 0)
+    assert group(leader).storage.first_index() > 1
+    assert len(mine) > 30
+    cluster.net.heal()
+    target = group(leader).node.status().applied
+    await wait_for(lambda: group(victim).node.status().applied >= target)
+    await wait_for(lambda: group(victim).durable_applied >= target)
+    # the follower holds every write, including those it only received in a snapshot
+    assert group(victim).restores >= 1  # it installed the leader's snapshot
+    kv = cluster.nodes[victim].kv
+    assert kv is not None
+    for k in mine:
+        want = b"v%d" % int(k[1:]) if int(k[1:]) < 10 else k + b"-v"
+        assert kv.get(gid, k) == want

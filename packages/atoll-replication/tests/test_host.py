@@ -92,7 +92,12 @@ class Cluster:
         self.sms: dict[tuple[str, int], LogSM] = {}
 
     async def start(
-        self, nid: str, groups: Sequence[int], tick: float = 0.01, **host_kw: Any
+        self,
+        nid: str,
+        groups: Sequence[int],
+        tick: float = 0.01,
+        sm_class: type[LogSM] | None = None,
+        **host_kw: Any,
     ) -> None:
         t = MemoryTransport(self.net, nid)
         host = RaftHost(nid, self.engines[nid], t, lambda peer: peer, tick_seconds=tick, **host_kw)
@@ -104,7 +109,7 @@ class Cluster:
 
         await t.start(handler)
         for g in groups:
-            sm = LogSM(self.engines[nid], g)
+            sm = (sm_class or LogSM)(self.engines[nid], g)
             self.sms[(nid, g)] = sm
             host.add_group(g, self.ids, sm)
         self.hosts[nid] = host
@@ -391,6 +396,68 @@ async def test_a_failed_background_write_is_retried_before_any_later_write(
         assert written == sorted(written)
         for n in ids:
             await c.stop(n)
+        tg.cancel_scope.cancel()
+
+
+class ViewSnapshotSM(LogSM):
+    """Builds snapshots from the host's engine view (``snapshot_at``), waiting for
+    ``gate`` first; ``fail`` makes the next build raise."""
+
+    gate = threading.Event()
+    started = threading.Event()
+    fail = threading.Event()
+
+    def snapshot_at(self, view: Any) -> bytes:
+        type(self).started.set()
+        type(self).gate.wait(30)
+        if type(self).fail.is_set():
+            type(self).fail.clear()
+            raise RuntimeError("snapshot build failed (test)")
+        lo, hi = struct.pack(">IQ", self.group, 1), struct.pack(">IQ", self.group + 1, 0)
+        return b"\n".join(v for _, v in view.scan("t", lo, hi))
+
+
+async def test_snapshots_are_built_off_the_loop_from_a_view_of_the_applied_state(
+    tmp_path: Path,
+) -> None:
+    ids = ["a", "b", "c"]
+    ViewSnapshotSM.gate.clear()
+    ViewSnapshotSM.started.clear()
+    ViewSnapshotSM.fail.set()  # the first build fails: logged, and the host carries on
+    async with anyio.create_task_group() as tg:
+        c = Cluster(tg, MemoryNetwork(), ids, {n: _engine("lmdb", tmp_path / n) for n in ids})
+        for n in ids:
+            await c.start(n, [9], sm_class=ViewSnapshotSM, snapshot_interval_entries=20)
+        leader = await wait_for(lambda: c.leader(9))
+        g = c.hosts[leader].groups[9]
+        for i in range(25):
+            await g.propose(b"%d" % i, timeout=5)
+        await wait_for(ViewSnapshotSM.started.is_set)
+        # A build is running (and blocked): the groups keep committing meanwhile.
+        for i in range(25, 30):
+            await g.propose(b"%d" % i, timeout=5)
+        ViewSnapshotSM.gate.set()
+        # The failed build left no snapshot; the next interval's build stores one.
+        for i in range(30, 60):
+            await g.propose(b"%d" % i, timeout=5)
+        for n in ids:
+            await wait_for(lambda n=n: c.hosts[n].groups[9].storage.snapshot_index > 0)
+            st = c.hosts[n].groups[9].storage
+            snap = st.snapshot()
+            assert st.first_index() > 1  # the log was compacted
+            # The snapshot holds exactly the state at its index, none of what was
+            # applied while it was being built.
+            want = [
+                v
+                for _, v in c.engines[n].scan(
+                    "t", struct.pack(">IQ", 9, 1), struct.pack(">IQ", 9, snap.meta.index + 1)
+                )
+            ]
+            assert snap.data == b"\n".join(want)
+            assert len(want) < 60
+        for n in ids:
+            await c.stop(n)
+            c.engines[n].close()
         tg.cancel_scope.cancel()
 
 

@@ -35,6 +35,7 @@ from atoll.core import (
     Frame,
     InvalidRequest,
     StorageEngine,
+    StorageSnapshot,
     WriteBatch,
     decode_frame,
     encode_frame,
@@ -365,19 +366,23 @@ class KVStateMachine:
         for k, v in self.engine.scan(NS_DATA, lo, hi, limit=limit):
             yield k[4:], v
 
-    def snapshot_partition(self, partition: int) -> bytes:
-        """Serialise every key, value and session of ``partition`` (for a Raft snapshot)."""
+    def snapshot_partition(self, partition: int, view: StorageSnapshot | None = None) -> bytes:
+        """Serialise every key, value and session of ``partition`` (for a Raft snapshot)
+        from ``view`` (an engine read view, left open), or from a view of its own.
+        Reads nothing but the view, so it may run on another thread."""
+        if view is None:
+            with self.engine.snapshot() as own:
+                return self.snapshot_partition(partition, own)
         lo, hi = partition_range(partition)
         atts: list[bytes] = []
         counts = []
-        with self.engine.snapshot() as snap:
-            for ns in (NS_DATA, NS_SESSION):
-                n = 0
-                for k, v in snap.scan(ns, lo, hi):
-                    atts += (k[4:], v)
-                    n += 1
-                counts.append(n)
-            applied = snap.get(NS_APPLIED, _P.pack(partition))
+        for ns in (NS_DATA, NS_SESSION):
+            n = 0
+            for k, v in view.scan(ns, lo, hi):
+                atts += (k[4:], v)
+                n += 1
+            counts.append(n)
+        applied = view.get(NS_APPLIED, _P.pack(partition))
         idx = _Q.unpack(applied)[0] if applied else 0
         return encode_frame(Frame("kvsnap", {"n": counts, "i": idx}, tuple(atts)))
 
@@ -435,6 +440,11 @@ class PartitionStateMachine:
     def snapshot(self) -> bytes:
         """The partition's data and sessions."""
         return self.kv.snapshot_partition(self.partition)
+
+    def snapshot_at(self, view: StorageSnapshot) -> bytes:
+        """The partition's data and sessions as ``view`` holds them (the Raft host calls
+        this on its snapshot thread, with a view of exactly the applied state)."""
+        return self.kv.snapshot_partition(self.partition, view)
 
     def restore(self, data: bytes, batch: WriteBatch) -> None:
         """Replace the partition's data with a snapshot."""

@@ -202,6 +202,11 @@ class EngineLogStorage:
             )
         return limit_size(out, max_bytes)
 
+    @property
+    def snapshot_index(self) -> int:
+        """The index of the latest stored snapshot (0 if none)."""
+        return self._snap_meta.index
+
     def snapshot(self) -> Snapshot:
         """The latest stored snapshot."""
         data = self.engine.get(NS_SNAP, self._prefix) or b""

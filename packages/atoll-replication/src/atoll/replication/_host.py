@@ -44,6 +44,7 @@ from atoll.core import (
     Rng,
     StorageEngine,
     StorageError,
+    StorageSnapshot,
     SystemClock,
     Timeout,
     Transport,
@@ -84,7 +85,14 @@ class GroupStateMachine(Protocol):
         ...
 
     def snapshot(self) -> bytes:
-        """Serialise the state machine as of its applied index."""
+        """Serialise the state machine as of its applied index.
+
+        A state machine whose state lives in the engine may also offer
+        ``snapshot_at(view: StorageSnapshot) -> bytes``: serialise from ``view`` (an
+        engine read view the host opens when the engine holds exactly the applied
+        state) reading nothing else, on a worker thread. The host then builds the
+        snapshot off the event loop; without it, :meth:`snapshot` runs on the loop.
+        """
         ...
 
     def restore(self, data: bytes, batch: WriteBatch) -> None:
@@ -164,6 +172,8 @@ class RaftGroup:
         self._read_ctx = itertools.count(1)
         self.idle_ticks = 0
         """Ticks since this group last persisted, applied or read anything."""
+        self.restores = 0
+        """Snapshots restored into this replica (a snapshot built before one is stale)."""
         self.durable_applied = sm.applied_index()
         """The last index whose state-machine writes the engine holds (kept here so a
         read does not ask the engine; the host raises it after each write)."""
@@ -372,6 +382,11 @@ class RaftHost:
         """The state-machine write still running after its cycle ended (at most one):
         the next cycle sends its early messages, then waits for it before it applies or
         writes anything, so writes stay in order and applies read what it wrote."""
+        self._snapshotter: concurrent.futures.ThreadPoolExecutor | None = None
+        """The one thread snapshots are built on (off the event loop: serialising a
+        partition takes time in proportion to its size)."""
+        self._snaps_building: set[int] = set()
+        self._snaps_built: list[tuple[RaftGroup, SnapshotMeta, int, bytes]] = []
         self._writer: concurrent.futures.ThreadPoolExecutor | None = None
         """The one thread engine writes run on (off the event loop, so a slow fsync never
         delays a heartbeat); cheaper per write than anyio's worker-thread pool. Made on
@@ -527,6 +542,9 @@ class RaftHost:
             if self._writer is not None:
                 self._writer.shutdown(wait=False)
                 self._writer = None
+            if self._snapshotter is not None:
+                self._snapshotter.shutdown(wait=False, cancel_futures=True)
+                self._snapshotter = None
 
     async def _ticker(self) -> None:
         next_tick = anyio.current_time() + self.tick_seconds
@@ -562,6 +580,8 @@ class RaftHost:
         if not readies:
             if self._bg is not None and self._bg.future.done():
                 await self._drain_bg()  # a failed background write is retried here
+            if self._snaps_built:
+                await self._write_snapshots(WriteBatch(), [])
             return 0
         self.stats["cycles"] += 1
         # 1. persist every group's Ready into one batch (one fsync for all of them)
@@ -577,6 +597,7 @@ class RaftHost:
             )
             if rd.snapshot is not None and not rd.snapshot.is_empty:
                 g.sm.restore(rd.snapshot.data, batch)
+                g.restores += 1
                 restored = True
             self.stats["entries_persisted"] += len(rd.entries)
         early_sent = False
@@ -663,17 +684,11 @@ class RaftHost:
             if rd.snapshot_request is not None:
                 if self._bg is not None:
                     await self._drain_bg()  # the snapshot reads the applied state
-                self._stage_snapshot(g, snap_batch)
-                compacted.append(g)
+                self._start_snapshot(g, snap_batch, compacted)
         for g, rd in readies:
             g.node.advance(rd)
             g._add_read_states(rd)
-        if snap_batch:
-            if self._bg is not None:
-                await self._drain_bg()
-            await self._write(snap_batch, sync=False)
-            for g in compacted:
-                g.storage.commit_staged()
+        await self._write_snapshots(snap_batch, compacted)
         return len(readies)
 
     async def _persist(
@@ -773,12 +788,75 @@ class RaftHost:
                 g.storage.stage_conf_state(batch, rd.conf_state)
         return applied
 
-    def _stage_snapshot(self, g: RaftGroup, batch: WriteBatch) -> None:
+    def _start_snapshot(self, g: RaftGroup, batch: WriteBatch, compacted: list[RaftGroup]) -> None:
+        """Snapshot ``g`` as of its applied index (the engine holds exactly that state:
+        no write is in flight). With ``snapshot_at`` the state machine serialises an
+        engine read view on the snapshot thread and the compaction is written by a later
+        cycle; otherwise it serialises here and the compaction joins ``batch``."""
         applied = g.sm.applied_index()
-        if applied < g.storage.first_index():
+        if applied < g.storage.first_index() or g.group_id in self._snaps_building:
             return
         meta = SnapshotMeta(applied, g.storage.term(applied), g.node.conf_state)
-        g.storage.stage_compaction(batch, meta, g.sm.snapshot(), g.node.compaction_floor())
+        build: Callable[[StorageSnapshot], bytes] | None = getattr(g.sm, "snapshot_at", None)
+        if build is None:
+            g.storage.stage_compaction(batch, meta, g.sm.snapshot(), g.node.compaction_floor())
+            compacted.append(g)
+            return
+        view = self.engine.snapshot()
+
+        def run() -> bytes:
+            try:
+                return build(view)
+            finally:
+                view.close()
+
+        if self._snapshotter is None:
+            self._snapshotter = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="atoll-raft-snapshot"
+            )
+        try:
+            fut = asyncio.wrap_future(self._snapshotter.submit(run))
+        except BaseException:
+            view.close()
+            raise
+        self._snaps_building.add(g.group_id)
+        restores = g.restores
+        fut.add_done_callback(lambda f: self._snapshot_built(g, meta, restores, f))
+
+    def _snapshot_built(
+        self, g: RaftGroup, meta: SnapshotMeta, restores: int, fut: asyncio.Future[bytes]
+    ) -> None:
+        self._snaps_building.discard(g.group_id)
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            log.error("group %d: building a snapshot at %d failed: %r", g.group_id, meta.index, exc)
+            return
+        self._snaps_built.append((g, meta, restores, fut.result()))
+        self.wake()
+
+    async def _write_snapshots(self, batch: WriteBatch, compacted: list[RaftGroup]) -> None:
+        """Write ``batch`` (compactions staged by this cycle) with the snapshots built
+        since the last cycle, and compact their logs."""
+        built, self._snaps_built = self._snaps_built, []
+        for g, meta, restores, data in built:
+            if (
+                self.groups.get(g.group_id) is not g
+                or g.restores != restores  # a newer snapshot replaced the state meanwhile
+                or g.storage.snapshot_index >= meta.index
+                or g in compacted
+            ):
+                continue
+            g.storage.stage_compaction(batch, meta, data, g.node.compaction_floor())
+            compacted.append(g)
+        if not batch:
+            return
+        if self._bg is not None:
+            await self._drain_bg()
+        await self._write(batch, sync=False)
+        for g in compacted:
+            g.storage.commit_staged()
 
     def _leader_changed(self, g: RaftGroup, ev: LeaderChange) -> None:
         if self._m_leader_changes is not None:
