@@ -154,3 +154,47 @@ def test_pure_cores_import_no_io(path: pathlib.Path) -> None:
             names = [node.module]
         for name in names:
             assert name.split(".")[0] not in FORBIDDEN, f"{path.name} imports {name}"
+
+
+def _reference_expiry(
+    acks: dict[str, float], config: JointConfig, leader: str, now: float, eff: float
+) -> float:
+    start = config.quorum_time({**acks, leader: now})
+    return -math.inf if start == -math.inf else start + eff
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_lease_expiry_matches_the_quorum_of_acknowledgements(seed: int) -> None:
+    """The cached lease start gives what counting the acknowledgements (leader at
+    ``now``) gives, through acks, config changes, leader changes and resets."""
+    rng = random.Random(seed)
+    nodes = ["a", "b", "c", "d", "e"]
+    lease = LeaseTracker(duration=1.0, max_clock_drift=0.1)
+    acks: dict[str, float] = {}
+    now = 0.0
+
+    def config() -> JointConfig:
+        inc = rng.sample(nodes, rng.choice([1, 2, 3, 5]))
+        out = rng.sample(nodes, rng.choice([0, 0, 1, 3]))
+        return JointConfig.of(inc, out)
+
+    cfg, leader = config(), rng.choice(nodes)
+    for _ in range(60):
+        now += rng.random() * 0.3
+        r = rng.random()
+        if r < 0.5:
+            voter = rng.choice(nodes)
+            sent = now - rng.random() * 0.5
+            lease.record_ack(voter, sent)
+            acks[voter] = max(acks.get(voter, -math.inf), sent)
+        elif r < 0.6:
+            cfg = config()
+        elif r < 0.65:
+            leader = rng.choice(nodes)
+        elif r < 0.7:
+            lease.reset()
+            acks.clear()
+        for _ in range(2):  # asked twice: the second answer comes from the cache
+            want = _reference_expiry(acks, cfg, leader, now, lease.effective_duration)
+            assert lease.expiry(cfg, leader, now) == want
+            assert lease.valid(cfg, leader, now) == (now < want)

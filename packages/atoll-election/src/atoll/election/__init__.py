@@ -19,4 +19,4 @@ from ._votes import ignores_vote_request as ignores_vote_request
 from ._votes import log_up_to_date as log_up_to_date
 from ._votes import may_grant_vote as may_grant_vote
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -26,7 +26,7 @@ __all__ = ["LeaseTracker"]
 class LeaseTracker:
     """Per-voter heartbeat acknowledgement times and the lease they add up to."""
 
-    __slots__ = ("_acks", "duration", "max_clock_drift")
+    __slots__ = ("_acks", "_start", "duration", "max_clock_drift")
 
     def __init__(self, duration: float, max_clock_drift: float) -> None:
         if duration < 0 or max_clock_drift < 0:
@@ -36,6 +36,10 @@ class LeaseTracker:
         self.duration = duration
         self.max_clock_drift = max_clock_drift
         self._acks: dict[str, float] = {}
+        self._start: tuple[JointConfig, str, float] | None = None
+        """(config, leader, quorum time with the leader counted at +inf), kept until an
+        acknowledgement, a reset or another config changes it: a leader checks its lease
+        on every read."""
 
     @property
     def effective_duration(self) -> float:
@@ -46,6 +50,7 @@ class LeaseTracker:
         """``voter`` acknowledged a heartbeat the leader sent at ``sent_at``."""
         if sent_at > self._acks.get(voter, -math.inf):
             self._acks[voter] = sent_at
+            self._start = None
 
     def expiry(self, config: JointConfig, leader: str, now: float) -> float:
         """When the lease ends, by the leader's clock (``-inf`` without a quorum of acks).
@@ -54,9 +59,19 @@ class LeaseTracker:
         """
         if self.effective_duration <= 0:
             return -math.inf
-        stamps = dict(self._acks)
-        stamps[leader] = now
-        start = config.quorum_time(stamps)
+        cached = self._start
+        if cached is not None and cached[0] is config and cached[1] == leader:
+            start = cached[2]
+        else:
+            stamps = dict(self._acks)
+            stamps[leader] = math.inf
+            start = config.quorum_time(stamps)
+            self._start = (config, leader, start)
+        # Acknowledged send times are never after ``now`` (one monotonic clock), so
+        # counting the leader at +inf instead of ``now`` changes the quorum time only
+        # where the leader's own stamp alone decides it (no other voter to wait for).
+        if start == math.inf:
+            start = config.quorum_time({**self._acks, leader: now})
         if start == -math.inf:
             return -math.inf
         return start + self.effective_duration
@@ -68,3 +83,4 @@ class LeaseTracker:
     def reset(self) -> None:
         """Forget every acknowledgement (new term, step-down, transfer started)."""
         self._acks.clear()
+        self._start = None
