@@ -55,6 +55,17 @@ def test_large_attachments_are_raw_bytes() -> None:
     assert decode_frame(data).attachments[1] == big
 
 
+def test_frames_with_many_attachments_round_trip() -> None:
+    """Past 4,096 attachments the encoder joins them in slices (so a thread encoding a
+    big snapshot lets the event loop run); the bytes are the same."""
+    atts = tuple(b"%d" % i * (i % 7) for i in range(10_001))
+    f = Frame("kvsnap", {"n": [5000, 0]}, atts)
+    data = encode_frame(f)
+    assert data.endswith(b"".join(atts))  # the attachments, in order, after the header
+    assert decode_frame(data) == f
+    assert len(data) == 4 + int.from_bytes(data[:4], "big")
+
+
 def test_oversized_frame_refused_before_buffering() -> None:
     dec = FrameDecoder(max_frame_bytes=1024)
     with pytest.raises(FrameTooLarge, match="exceeds the limit of 1024"):
