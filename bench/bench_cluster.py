@@ -61,6 +61,20 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def calibrate() -> float:
+    """CPU milliseconds of a fixed pure-Python workload (median of three): this
+    machine's speed right now. It has slow and fast phases that last tens of minutes
+    and move every figure by up to ~1.6x; compare runs by this column too."""
+    times = []
+    for _ in range(3):
+        t = time.process_time()
+        s = 0
+        for i in range(200_000):
+            s += len(str(i)) * (i & 7)
+        times.append((time.process_time() - t) * 1000)
+    return sorted(times)[1]
+
+
 def free_base_port() -> int:
     """A base port with 3 free ports (and 3 more at +100 for telemetry)."""
     for _ in range(100):
@@ -157,12 +171,14 @@ def main() -> int:
             f"{name}: {parts} partitions, {int(reads * 100)}% reads, c={conc}, {ops} ops ...",
             flush=True,
         )
+        calib = calibrate()
         r = run_scenario(name, parts, reads, conc, ops, args.storage, args.transport)
+        r["calib_ms"] = round(calib, 1)
         rows.append(r)
         print(
             f"  {r['ops_per_s']:.0f} ops/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
             f"  errors {r['errors']}  CPU/op: nodes {r['node_cpu_us_per_op']:.0f} us,"
-            f" load {r['load_cpu_us_per_op']:.0f} us",
+            f" load {r['load_cpu_us_per_op']:.0f} us  (machine: {calib:.0f} ms calibration)",
             flush=True,
         )
     meta = {
@@ -185,18 +201,20 @@ def main() -> int:
             f"{meta['machine']}; 3 node processes + 1 load process on the same machine; "
             f"{args.storage} + {args.transport}, fsync on, 100-byte values, 10k keys. "
             "CPU/op: CPU time of the three node processes together, and of the load "
-            "process, divided by the operations of the measured run.",
+            "process, divided by the operations of the measured run. Calibration: CPU ms "
+            "of a fixed pure-Python loop just before the scenario (lower is a faster "
+            "machine; this VM has slow and fast phases).",
             "",
             "| scenario | partitions | reads | concurrency | ops/s | p50 ms | p99 ms | errors "
-            "| node CPU us/op | load CPU us/op |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| node CPU us/op | load CPU us/op | calibration ms |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             lines.append(
                 f"| {r['scenario']} | {r['partitions']} | {int(r['read_fraction'] * 100)}% | "
                 f"{r['concurrency']} | {r['ops_per_s']:.0f} | {r['p50_ms']:.2f} | "
                 f"{r['p99_ms']:.2f} | {r['errors']} | {r['node_cpu_us_per_op']:.0f} | "
-                f"{r['load_cpu_us_per_op']:.0f} |"
+                f"{r['load_cpu_us_per_op']:.0f} | {r['calib_ms']:.0f} |"
             )
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text("\n".join(lines) + "\n")
