@@ -349,7 +349,11 @@ async def test_an_apply_only_write_runs_after_its_cycle_and_reads_wait_for_it(
         assert await g.propose(b"two", timeout=5)
         await wait_for(engines[leader].blocked.is_set)  # type: ignore[index]
         await wait_for(lambda: not c.hosts[leader]._in_cycle)  # the cycle ended meanwhile
-        # A linearizable read must not see the engine before that write lands.
+        # A linearizable read must not see the engine before that write lands. The
+        # lease holds, so it waits for the applied state to reach the commit index,
+        # without a ReadIndex round through the core.
+        read = g.start_read()
+        assert read is not None and g._read_index[read._key] == g.node.status().commit
         with pytest.raises(Timeout):
             await g.read_barrier(timeout=0.3)
         # The next proposal's append still leaves: the cycle did not wait for the write.
@@ -363,6 +367,7 @@ async def test_an_apply_only_write_runs_after_its_cycle_and_reads_wait_for_it(
         assert not three.done
         engines[leader].release.set()  # type: ignore[index]
         assert await three.wait(5) and three.error is None
+        assert await read.wait(5) and read.error is None
         await g.read_barrier(timeout=5)
         assert c.sms[(leader, 7)].values() == [b"one", b"two", b"three"]
         for n in ids:

@@ -237,12 +237,22 @@ class RaftGroup:
         read at once, else the waiter that ends when it may (or with an error).
 
         Fast path: a leader with a valid lease whose engine already holds everything
-        committed answers at once, without a waiter or a Ready cycle.
+        committed answers at once, without a waiter or a Ready cycle; one whose engine
+        does not yet hold it waits only for the applied state to reach the commit index.
         """
         if self.host.lease_reads:
             index = self.node.lease_read_index()
-            if index is not None and index <= self.durable_applied:
-                return None
+            if index is not None:
+                if index <= self.durable_applied:
+                    return None
+                # The lease holds, so ``index`` is this read's read index (what a
+                # lease ReadIndex would answer): wait here for the applied state to
+                # reach it, without a round through the core and a Ready cycle.
+                ctx = next(self._read_ctx).to_bytes(8, "big")
+                w = _Waiter(0, self, ctx)
+                self._reads[ctx] = w
+                self._read_index[ctx] = index
+                return w
         ctx = next(self._read_ctx).to_bytes(8, "big")
         w = _Waiter(0, self, ctx)
         self._reads[ctx] = w
