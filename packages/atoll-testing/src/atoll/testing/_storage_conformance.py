@@ -477,6 +477,32 @@ class StorageConformance:
             assert len(first) + len(rest) == 1000
             assert all(v == b"old" for _, v in first + rest)
 
+    def test_snapshot_read_on_another_thread_while_writes_continue(
+        self, engine: StorageEngine
+    ) -> None:
+        """A view opened on one thread is read on another while the first keeps
+        writing (the Raft host builds partition snapshots this way)."""
+        _put(engine, "a", {b"%04d" % i: b"old" for i in range(2000)}, sync=False)
+        snap = engine.snapshot()
+        seen: list[list[tuple[bytes, bytes]]] = []
+        failed: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                seen.append(list(snap.scan("a")))
+            except BaseException as exc:  # reported below, on the test's thread
+                failed.append(exc)
+            finally:
+                snap.close()
+
+        t = threading.Thread(target=read)
+        t.start()
+        for i in range(0, 2000, 7):
+            engine.write(WriteBatch().put("a", b"%04d" % i, b"new").delete("a", b"%04d" % (i + 1)))
+        t.join(30)
+        assert not t.is_alive() and not failed, failed
+        assert seen[0] == [(b"%04d" % i, b"old") for i in range(2000)]
+
     # ------------------------------------------------------------------ concurrency
 
     def test_concurrent_writers_readers_snapshots(self, data_dir: Path) -> None:
