@@ -83,6 +83,9 @@ class ChaosCluster:
     tick_ms: int = 50
     election_ticks: int = 10
     max_clock_drift_ms: int = 50
+    snapshot_interval_entries: int = 400
+    """Small, so every run builds snapshots, compacts logs and installs snapshots on
+    replicas that were killed or cut off while the log moved past them."""
     lease_reads: bool = True
     spare: int = 1
     nodes: dict[str, NodeProc] = field(default_factory=dict)
@@ -142,6 +145,7 @@ tick_ms = {self.tick_ms}
 election_ticks = {self.election_ticks}
 lease_reads = {"true" if self.lease_reads else "false"}
 max_clock_drift_ms = {self.max_clock_drift_ms}
+snapshot_interval_entries = {self.snapshot_interval_entries}
 """
             )
             self.nodes[nid] = NodeProc(

@@ -608,6 +608,12 @@ class RaftHost:
             if rd.snapshot is not None and not rd.snapshot.is_empty:
                 g.sm.restore(rd.snapshot.data, batch)
                 g.restores += 1
+                log.info(
+                    "group %d: installing a snapshot at index %d (term %d) from the leader",
+                    g.group_id,
+                    rd.snapshot.meta.index,
+                    rd.snapshot.meta.term,
+                )
                 restored = True
             self.stats["entries_persisted"] += len(rd.entries)
         early_sent = False
@@ -860,6 +866,9 @@ class RaftHost:
                 continue
             g.storage.stage_compaction(batch, meta, data, g.node.compaction_floor())
             compacted.append(g)
+            log.debug(
+                "group %d: snapshot at index %d stored, log compacted", g.group_id, meta.index
+            )
         if not batch:
             return
         if self._bg is not None:
