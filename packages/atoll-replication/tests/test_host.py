@@ -466,6 +466,33 @@ async def test_snapshots_are_built_off_the_loop_from_a_view_of_the_applied_state
         tg.cancel_scope.cancel()
 
 
+async def test_close_waits_for_a_snapshot_being_built(tmp_path: Path) -> None:
+    ids = ["a", "b", "c"]
+    ViewSnapshotSM.gate.clear()
+    ViewSnapshotSM.started.clear()
+    ViewSnapshotSM.fail.clear()
+    async with anyio.create_task_group() as tg:
+        c = Cluster(tg, MemoryNetwork(), ids, {n: _engine("lmdb", tmp_path / n) for n in ids})
+        for n in ids:
+            await c.start(n, [11], sm_class=ViewSnapshotSM, snapshot_interval_entries=10)
+        leader = await wait_for(lambda: c.leader(11))
+        for i in range(12):
+            await c.hosts[leader].groups[11].propose(b"%d" % i, timeout=5)
+        await wait_for(ViewSnapshotSM.started.is_set)
+        host = c.hosts[leader]
+        closing = asyncio.ensure_future(host.close())
+        await anyio.sleep(0.2)  # a bounded look: close must still be waiting
+        assert not closing.done(), "close must wait for the build reading the engine"
+        ViewSnapshotSM.gate.set()
+        await closing
+        for n in ids:
+            if n != leader:
+                await c.stop(n)
+        tg.cancel_scope.cancel()
+    for n in ids:
+        c.engines[n].close()
+
+
 class StallableEngine:
     """Wraps an engine; while ``stall`` is set, synced writes block (a stalled disk)."""
 

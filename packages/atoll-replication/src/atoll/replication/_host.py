@@ -395,7 +395,7 @@ class RaftHost:
         self._snapshotter: concurrent.futures.ThreadPoolExecutor | None = None
         """The one thread snapshots are built on (off the event loop: serialising a
         partition takes time in proportion to its size)."""
-        self._snaps_building: set[int] = set()
+        self._snaps_building: dict[int, asyncio.Future[bytes]] = {}
         self._snaps_built: list[tuple[RaftGroup, SnapshotMeta, int, bytes]] = []
         self._writer: concurrent.futures.ThreadPoolExecutor | None = None
         """The one thread engine writes run on (off the event loop, so a slow fsync never
@@ -835,14 +835,15 @@ class RaftHost:
         except BaseException:
             view.close()
             raise
-        self._snaps_building.add(g.group_id)
+        self._snaps_building[g.group_id] = fut
         restores = g.restores
         fut.add_done_callback(lambda f: self._snapshot_built(g, meta, restores, f))
 
     def _snapshot_built(
         self, g: RaftGroup, meta: SnapshotMeta, restores: int, fut: asyncio.Future[bytes]
     ) -> None:
-        self._snaps_building.discard(g.group_id)
+        if self._snaps_building.get(g.group_id) is fut:
+            del self._snaps_building[g.group_id]
         if fut.cancelled():
             return
         exc = fut.exception()
@@ -968,6 +969,10 @@ class RaftHost:
         if bg is not None:
             with contextlib.suppress(Exception):  # lost applies are rebuilt from the log
                 await _finish_shielded(bg.future)
+        # A snapshot being built reads an engine view: let it finish (bounded by the
+        # partition's size) so the engine is never closed under it.
+        if self._snaps_building:
+            await asyncio.wait(list(self._snaps_building.values()))
         for g in self.groups.values():
             g._fail_all(Unavailable("node is shutting down"))
 
