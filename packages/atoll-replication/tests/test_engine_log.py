@@ -74,3 +74,30 @@ def test_tail_cache_matches_the_engine(ops: list[tuple[str, int, int]], tail_ent
             _check(engine, log)
     finally:
         engine_log._TAIL_ENTRIES = saved
+
+
+def test_a_snapshot_is_its_data_with_its_own_metadata_while_a_compaction_lands() -> None:
+    """The host awaits a compaction's write before it calls ``commit_staged``; a
+    snapshot read in between (a follower needs one) must not pair the new data with the
+    old metadata held in memory. Chaos found this: a follower installed index 1204's
+    metadata with index 1605's state and could not restart."""
+    engine = MemoryEngine()
+    log = EngineLogStorage(engine, 3)
+    cs = ConfState(voters=frozenset({"a", "b", "c"}))
+    batch = WriteBatch()
+    log.stage(
+        batch,
+        hard_state=None,
+        entries=tuple(Entry(i, 1, b"e") for i in range(1, 31)),
+        snapshot=None,
+    )
+    engine.write(batch)
+    log.commit_staged()
+    for index, state in ((10, b"state at 10"), (20, b"state at 20")):
+        batch = WriteBatch()
+        log.stage_compaction(batch, SnapshotMeta(index, 1, cs), state, index)
+        engine.write(batch)  # landed; commit_staged() not called yet
+        snap = log.snapshot()
+        assert (snap.meta.index, snap.data) == (index, state)
+        log.commit_staged()
+        assert log.snapshot() == Snapshot(SnapshotMeta(index, 1, cs), state)

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from atoll.core import CorruptData, StorageEngine, WriteBatch
+from atoll.core import CorruptData, StorageEngine, StorageSnapshot, WriteBatch
 
 from ._storage import LogCompacted, LogUnavailable, SnapshotOutOfDate, limit_size
 from ._types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
@@ -112,8 +112,8 @@ class EngineLogStorage:
 
     # ------------------------------------------------------------------ loading
 
-    def _json(self, suffix: bytes) -> Any:
-        raw = self.engine.get(NS_STATE, self._k(suffix))
+    def _json(self, suffix: bytes, view: StorageSnapshot | None = None) -> Any:
+        raw = (view or self.engine).get(NS_STATE, self._k(suffix))
         if raw is None:
             return None
         try:
@@ -131,8 +131,8 @@ class EngineLogStorage:
         doc = self._json(b"c")
         return None if doc is None else _conf_from(doc)
 
-    def _load_snap_meta(self) -> SnapshotMeta:
-        doc = self._json(b"m")
+    def _load_snap_meta(self, view: StorageSnapshot | None = None) -> SnapshotMeta:
+        doc = self._json(b"m", view)
         if doc is None:
             return SnapshotMeta()
         return SnapshotMeta(doc["i"], doc["t"], _conf_from(doc["c"]))
@@ -208,9 +208,14 @@ class EngineLogStorage:
         return self._snap_meta.index
 
     def snapshot(self) -> Snapshot:
-        """The latest stored snapshot."""
-        data = self.engine.get(NS_SNAP, self._prefix) or b""
-        return Snapshot(self._snap_meta, data)
+        """The latest stored snapshot: its data and its metadata read together from one
+        engine view. (A compaction's write may have landed while the host has not yet
+        called :meth:`commit_staged`: pairing the engine's new data with the old
+        metadata held in memory would describe one snapshot with another's state.)"""
+        with self.engine.snapshot() as view:
+            data = view.get(NS_SNAP, self._prefix) or b""
+            meta = self._load_snap_meta(view)
+        return Snapshot(meta, data)
 
     # ------------------------------------------------------------------ writes
 
