@@ -245,7 +245,7 @@ async def _connect(client: AtollClient) -> None:
 # ---------------------------------------------------------------------- running
 
 
-def run_scenario(sc: Scenario, out: Path, *, check_budget: float = 120.0) -> ScenarioResult:
+def run_scenario(sc: Scenario, out: Path, *, check_budget: float = 300.0) -> ScenarioResult:
     """Run ``sc`` with artifacts under ``out/<name>``; never raises for a failed run."""
     art = out / sc.name
     art.mkdir(parents=True, exist_ok=True)
