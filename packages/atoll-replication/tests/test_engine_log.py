@@ -63,7 +63,19 @@ def test_tail_cache_matches_the_engine(ops: list[tuple[str, int, int]], tail_ent
                 batch = WriteBatch()
                 log.stage_compaction(batch, meta, b"snap", to)
                 engine.write(batch, sync=False)
+                # Written, not yet committed: what the old first index promises is
+                # still readable (a follower may be sent it meanwhile).
+                old_first = log.first_index()
+                if old_first <= last:
+                    assert [e.index for e in log.entries(old_first, last + 1)] == list(
+                        range(old_first, last + 1)
+                    )
+                    assert log.term(old_first) >= 1
                 log.commit_staged()
+                if b % 2:
+                    cleanup = WriteBatch()
+                    log.stage_log_cleanup(cleanup)
+                    engine.write(cleanup, sync=False)
             elif kind == "restore":
                 term += 1
                 meta = SnapshotMeta(last + a + 1, term, ConfState(voters=frozenset({"a"})))

@@ -339,8 +339,12 @@ class EngineLogStorage:
     def stage_compaction(
         self, batch: WriteBatch, meta: SnapshotMeta, data: bytes, compact_to: int
     ) -> None:
-        """Store a state-machine snapshot taken at ``meta.index`` and drop the log up to
-        ``compact_to`` (never past ``meta.index``)."""
+        """Store a state-machine snapshot taken at ``meta.index`` and compact the log up
+        to ``compact_to`` (never past ``meta.index``).
+
+        The compacted entries stay in the engine until :meth:`stage_log_cleanup` after
+        :meth:`commit_staged`: between this batch's write and that call, readers still
+        see the old first index and must find the entries it promises."""
         compact_to = min(compact_to, meta.index, self._last)
         batch.put(NS_SNAP, self._prefix, data)
         self._put_snap_meta(batch, meta)
@@ -348,7 +352,6 @@ class EngineLogStorage:
         if compact_to >= self._first:
             dummy = (compact_to, self.term(compact_to))
             self._put_dummy(batch, dummy)
-            batch.delete_range(NS_LOG, self._ek(0), self._ek(compact_to + 1))
         self._staged = {
             "first": dummy[0] + 1,
             "last": self._last,
@@ -357,6 +360,12 @@ class EngineLogStorage:
             "hs": None,
             "cs": None,
         }
+
+    def stage_log_cleanup(self, batch: WriteBatch) -> None:
+        """Delete the entries below the first index (left by a committed compaction;
+        nothing reads them: a restart starts the log after the stored dummy entry)."""
+        if self._first > 1:
+            batch.delete_range(NS_LOG, self._ek(0), self._ek(self._first))
 
     def _put_snap_meta(self, batch: WriteBatch, meta: SnapshotMeta) -> None:
         batch.put(

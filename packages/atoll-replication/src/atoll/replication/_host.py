@@ -875,8 +875,12 @@ class RaftHost:
         if self._bg is not None:
             await self._drain_bg()
         await self._write(batch, sync=False)
+        cleanup = WriteBatch()
         for g in compacted:
             g.storage.commit_staged()
+            g.storage.stage_log_cleanup(cleanup)  # nothing reads below the first index now
+        if cleanup:
+            await self._write(cleanup, sync=False)
 
     def _leader_changed(self, g: RaftGroup, ev: LeaderChange) -> None:
         if self._m_leader_changes is not None:
