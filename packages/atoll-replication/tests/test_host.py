@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import struct
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -217,13 +218,42 @@ async def test_restart_recovers_log_and_state_from_lmdb(tmp_path: Path) -> None:
         tg.cancel_scope.cancel()
 
 
-class RecordingEngine:
+class WrappedEngine:
+    """Wraps an engine: what a subclass does not override goes to the engine."""
+
+    def __init__(self, inner: StorageEngine) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    engines: dict[str, Any], group: int, **start_kw: Any
+) -> AsyncIterator[tuple[Cluster, str]]:
+    """A host per engine, all running ``group``; yields the cluster and the group's
+    leader, then stops every host still running and closes the engines."""
+    async with anyio.create_task_group() as tg:
+        c = Cluster(tg, MemoryNetwork(), list(engines), engines)
+        for n in engines:
+            await c.start(n, [group], **start_kw)
+        leader = await wait_for(lambda: c.leader(group))
+        yield c, leader
+        for n in list(c.hosts):
+            await c.stop(n)
+        tg.cancel_scope.cancel()
+    for e in engines.values():
+        e.close()
+
+
+class RecordingEngine(WrappedEngine):
     """Wraps an engine and records every write: (sync, namespaces written). While
     ``lose_applies`` is set, a write carrying state-machine data ("t") is dropped, as a
     crash between the log's write and the apply's would lose it."""
 
     def __init__(self, inner: StorageEngine) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.writes: list[tuple[bool, frozenset[str]]] = []
         self.lose_applies = False
 
@@ -233,9 +263,6 @@ class RecordingEngine:
         if self.lose_applies and "t" in spaces:
             return
         self._inner.write(batch, sync=sync)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 @pytest.mark.parametrize("separate", [0, 1])
@@ -298,14 +325,14 @@ async def test_applies_lost_after_the_logs_fsync_are_applied_again_on_restart(
         tg.cancel_scope.cancel()
 
 
-class GatedEngine:
+class GatedEngine(WrappedEngine):
     """Wraps an engine. While ``hold`` is set, an unsynced write carrying state-machine
     data ("t") blocks until ``release`` is set; while ``fail_once`` is set, the next such
     write raises DiskFull instead (once). Records the applied index of every write that
     lands."""
 
     def __init__(self, inner: StorageEngine, group: int) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._applied_key = struct.pack(">IQ", group, 0)
         self.hold = threading.Event()
         self.release = threading.Event()
@@ -326,20 +353,13 @@ class GatedEngine:
             if ns == "t" and k == self._applied_key:
                 self.applied_written.append(struct.unpack(">Q", v)[0])
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
 
 async def test_an_apply_only_write_runs_after_its_cycle_and_reads_wait_for_it(
     tmp_path: Path,
 ) -> None:
     ids = ["a", "b", "c"]
     engines = {n: GatedEngine(_engine("memory", tmp_path / n), 7) for n in ids}
-    async with anyio.create_task_group() as tg:
-        c = Cluster(tg, MemoryNetwork(), ids, engines)  # type: ignore[arg-type]
-        for n in ids:
-            await c.start(n, [7])
-        leader = await wait_for(lambda: c.leader(7))
+    async with running(engines, 7) as (c, leader):
         g = c.hosts[leader].groups[7]
         await g.propose(b"one", timeout=5)
         await g.read_barrier(timeout=5)
@@ -370,21 +390,13 @@ async def test_an_apply_only_write_runs_after_its_cycle_and_reads_wait_for_it(
         assert await read.wait(5) and read.error is None
         await g.read_barrier(timeout=5)
         assert c.sms[(leader, 7)].values() == [b"one", b"two", b"three"]
-        for n in ids:
-            await c.stop(n)
-        tg.cancel_scope.cancel()
 
 
 async def test_a_failed_background_write_is_retried_before_any_later_write(
     tmp_path: Path,
 ) -> None:
-    ids = ["a", "b", "c"]
-    engines = {n: GatedEngine(_engine("memory", tmp_path / n), 8) for n in ids}
-    async with anyio.create_task_group() as tg:
-        c = Cluster(tg, MemoryNetwork(), ids, engines)  # type: ignore[arg-type]
-        for n in ids:
-            await c.start(n, [8])
-        leader = await wait_for(lambda: c.leader(8))
+    engines = {n: GatedEngine(_engine("memory", tmp_path / n), 8) for n in ["a", "b", "c"]}
+    async with running(engines, 8) as (c, leader):
         g = c.hosts[leader].groups[8]
         await g.propose(b"one", timeout=5)
         engines[leader].fail_once.set()  # type: ignore[index]
@@ -399,9 +411,6 @@ async def test_a_failed_background_write_is_retried_before_any_later_write(
         # the retried write landed before every later one: the applied index never fell
         written = engines[leader].applied_written  # type: ignore[index]
         assert written == sorted(written)
-        for n in ids:
-            await c.stop(n)
-        tg.cancel_scope.cancel()
 
 
 class ViewSnapshotSM(LogSM):
@@ -429,11 +438,11 @@ async def test_snapshots_are_built_off_the_loop_from_a_view_of_the_applied_state
     ViewSnapshotSM.gate.clear()
     ViewSnapshotSM.started.clear()
     ViewSnapshotSM.fail.set()  # the first build fails: logged, and the host carries on
-    async with anyio.create_task_group() as tg:
-        c = Cluster(tg, MemoryNetwork(), ids, {n: _engine("lmdb", tmp_path / n) for n in ids})
-        for n in ids:
-            await c.start(n, [9], sm_class=ViewSnapshotSM, snapshot_interval_entries=20)
-        leader = await wait_for(lambda: c.leader(9))
+    engines = {n: _engine("lmdb", tmp_path / n) for n in ids}
+    async with running(engines, 9, sm_class=ViewSnapshotSM, snapshot_interval_entries=20) as (
+        c,
+        leader,
+    ):
         g = c.hosts[leader].groups[9]
         for i in range(25):
             await g.propose(b"%d" % i, timeout=5)
@@ -460,22 +469,17 @@ async def test_snapshots_are_built_off_the_loop_from_a_view_of_the_applied_state
             ]
             assert snap.data == b"\n".join(want)
             assert len(want) < 60
-        for n in ids:
-            await c.stop(n)
-            c.engines[n].close()
-        tg.cancel_scope.cancel()
 
 
 async def test_close_waits_for_a_snapshot_being_built(tmp_path: Path) -> None:
-    ids = ["a", "b", "c"]
     ViewSnapshotSM.gate.clear()
     ViewSnapshotSM.started.clear()
     ViewSnapshotSM.fail.clear()
-    async with anyio.create_task_group() as tg:
-        c = Cluster(tg, MemoryNetwork(), ids, {n: _engine("lmdb", tmp_path / n) for n in ids})
-        for n in ids:
-            await c.start(n, [11], sm_class=ViewSnapshotSM, snapshot_interval_entries=10)
-        leader = await wait_for(lambda: c.leader(11))
+    engines = {n: _engine("lmdb", tmp_path / n) for n in ["a", "b", "c"]}
+    async with running(engines, 11, sm_class=ViewSnapshotSM, snapshot_interval_entries=10) as (
+        c,
+        leader,
+    ):
         for i in range(12):
             await c.hosts[leader].groups[11].propose(b"%d" % i, timeout=5)
         await wait_for(ViewSnapshotSM.started.is_set)
@@ -485,19 +489,13 @@ async def test_close_waits_for_a_snapshot_being_built(tmp_path: Path) -> None:
         assert not closing.done(), "close must wait for the build reading the engine"
         ViewSnapshotSM.gate.set()
         await closing
-        for n in ids:
-            if n != leader:
-                await c.stop(n)
-        tg.cancel_scope.cancel()
-    for n in ids:
-        c.engines[n].close()
 
 
-class StallableEngine:
+class StallableEngine(WrappedEngine):
     """Wraps an engine; while ``stall`` is set, synced writes block (a stalled disk)."""
 
     def __init__(self, inner: StorageEngine) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.stalled = threading.Event()
         self.release = threading.Event()
 
@@ -505,9 +503,6 @@ class StallableEngine:
         if sync and self.stalled.is_set():
             self.release.wait(timeout=30)
         self._inner.write(batch, sync=sync)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 async def test_a_stalled_leader_disk_does_not_start_elections(tmp_path: Path) -> None:
