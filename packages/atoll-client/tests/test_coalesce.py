@@ -164,7 +164,9 @@ def test_multi_frames_round_trip() -> None:
         st.lists(st.one_of(st.integers(), st.text(), st.lists(st.text(), max_size=3))),
         st.lists(st.tuples(st.text(max_size=8), st.dictionaries(st.text(), st.integers()))),
     ),
-    n=st.one_of(st.none(), st.lists(st.integers(-2, 3), max_size=4)),
+    n=st.one_of(
+        st.none(), st.lists(st.one_of(st.integers(-2, 3), st.sampled_from([1.0, 0.5])), max_size=4)
+    ),
     atts=st.lists(st.binary(max_size=4), max_size=4),
 )
 def test_malformed_multi_frames_are_invalid_requests(q: Any, n: Any, atts: list[bytes]) -> None:

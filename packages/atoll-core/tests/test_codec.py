@@ -95,6 +95,28 @@ def test_garbage_raises_frame_error(body: bytes) -> None:
         FrameDecoder().feed(struct.pack(">I", len(body)) + body)
 
 
+@pytest.mark.parametrize(
+    "sizes",
+    [b"[-1,2]", b"[1.5]", b'["1"]', b"[null]", b'{"x":1}', b"3", b"[[1]]"],
+)
+def test_bad_attachment_sizes_raise_frame_error(sizes: bytes) -> None:
+    header = b'{"t":"x","a":' + sizes + b"}"
+    body = b"\x01" + struct.pack(">I", len(header)) + header + b"x"
+    with pytest.raises(FrameError, match="attachment lengths"):
+        decode_frame(struct.pack(">I", len(body)) + body)
+
+
+@pytest.mark.parametrize("size", [10, 3 * 1024 * 1024])
+def test_attachments_round_trip_small_and_large_frames(size: int) -> None:
+    """Frames up to 1 MiB are copied whole before slicing, larger ones sliced from the
+    buffer: both give back exactly the attachments sent."""
+    atts = (b"", b"a" * size, bytes(range(256)) * 3, b"z")
+    data = encode_frame(Frame("blob", {"n": 1}, atts, 9, 1))
+    (got,) = FrameDecoder().feed(data[:7] + data[7:])
+    assert got.attachments == atts and all(type(a) is bytes for a in got.attachments)
+    assert decode_frame(data) == Frame("blob", {"n": 1}, atts, 9, 1)
+
+
 def test_attachment_length_mismatch() -> None:
     header = b'{"t":"x","a":[2]}'
     body = b"\x01" + struct.pack(">I", len(header)) + header + b"abc"

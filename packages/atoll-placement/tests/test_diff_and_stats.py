@@ -46,6 +46,17 @@ def test_first_placement_from_an_empty_table() -> None:
     ]
 
 
+def test_a_partition_left_with_no_eligible_node_loses_every_replica() -> None:
+    """The one case where the leader is removed: its only node left and every other node
+    drains (hypothesis found it; the property test allows exactly this)."""
+    nodes = [PlacementNode(f"n{i}", draining=True) for i in range(3)]
+    spec = KeyspaceSpec("ks", 1, 1)
+    old = PlacementTable("ks", [("n3",)])
+    result = compute_placement(spec, nodes, old, strict=False)
+    assert list(result.table.replicas) == [()] and result.violations
+    assert diff(old, result.table) == [ReplicaMove("ks", 0, MoveKind.REMOVE_REPLICA, "n3")]
+
+
 def test_mismatched_tables_are_refused() -> None:
     with pytest.raises(PlacementError, match="keyspace 'a' against 'b'"):
         diff(PlacementTable.empty("a", 1), PlacementTable.empty("b", 1))

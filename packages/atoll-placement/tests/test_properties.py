@@ -170,9 +170,12 @@ def check_diff_applies(old: PlacementTable, new: PlacementTable) -> None:
             assert move.node_id not in row
             row.append(move.node_id)
         elif move.kind is MoveKind.REMOVE_REPLICA:
-            assert move.node_id != lead[move.partition], "removes the current leader"
+            if new.replicas[move.partition]:
+                assert move.node_id != lead[move.partition], "removes the current leader"
             row.remove(move.node_id)
             assert len(row) >= floor[move.partition], "dropped below the replica count"
+            if not row:  # no node may hold it any more (every other one drains or left)
+                lead[move.partition] = None
         else:
             assert move.node_id in row
             assert move.from_node == lead[move.partition]

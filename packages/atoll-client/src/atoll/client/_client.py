@@ -340,20 +340,10 @@ class AtollClient:
     async def _call_write(self, req: KVRequest, route_key: bytes, timeout: float | None) -> Frame:
         seq = self._next_seq()
         try:
-            req = KVRequest(
-                req.op,
-                req.keyspace,
-                req.epoch,
-                req.key,
-                req.value,
-                req.expected,
-                req.items,
-                req.consistency,
-                self.client_id,
-                seq,
-                self._acked_floor(),
-                req.partition,
-            )
+            # ``req`` was built by the caller for this call alone: it gets the session.
+            req.client_id = self.client_id
+            req.seq = seq
+            req.acked = self._acked_floor()
             return await self._call(req, route_key, timeout)
         finally:
             self._inflight.discard(seq)
@@ -361,18 +351,25 @@ class AtollClient:
     async def _call(self, req: KVRequest, route_key: bytes, timeout: float | None) -> Frame:
         assert self._transport is not None
         self._stats["requests"] += 1
-        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        remaining = timeout if timeout is not None else self.timeout
+        deadline = time.monotonic() + remaining
         backoff = 0.01
         tried: set[str] = set()
         last: Exception | None = None
+        first = True
         while True:
-            remaining = deadline - time.monotonic()
+            if not first:
+                remaining = deadline - time.monotonic()
+            first = False
             if remaining <= 0:
                 raise Timeout(
                     f"{req.op.value} did not complete before its deadline (last error: {last!r})"
                 )
-            ks = await self._keyspace(req.keyspace)
-            cmap = self.cluster_map
+            cmap = self._map
+            ks = cmap.keyspaces.get(req.keyspace) if cmap is not None else None
+            if ks is None or cmap is None:
+                ks = await self._keyspace(req.keyspace)
+                cmap = self.cluster_map
             part = (
                 req.partition if req.partition >= 0 else partition_for_key(route_key, ks.partitions)
             )

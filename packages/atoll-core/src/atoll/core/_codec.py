@@ -87,6 +87,7 @@ class Frame:
 
 
 _JOIN_SLICE = 4096
+_COPY_WHOLE_BYTES = 1024 * 1024
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -144,17 +145,36 @@ def _parse_body(body: memoryview) -> Frame:
         raise FrameError(f"frame {ftype!r}: header 'h' is not an object")
     if not isinstance(rid, int) or not isinstance(flags, int) or rid < 0 or flags < 0:
         raise FrameError(f"frame {ftype!r}: request id or flags are not non-negative integers")
-    if not isinstance(lens, list) or not all(isinstance(n, int) and n >= 0 for n in lens):
+    # sum() refuses non-numbers and turns a float into a float total; min() finds a
+    # negative size. Both run in C: a kv.multi frame declares hundreds of sizes.
+    total: Any = None
+    if isinstance(lens, list):
+        try:
+            total = sum(lens)
+        except TypeError:
+            total = None
+    if type(total) is not int or (lens and min(lens) < 0):
         raise FrameError(f"frame {ftype!r}: attachment lengths 'a' are not a list of sizes")
     pos = 5 + hlen
-    if pos + sum(lens) != len(body):
+    if pos + total != len(body):
         raise FrameError(
-            f"frame {ftype!r}: attachments declare {sum(lens)} bytes but {len(body) - pos} follow"
+            f"frame {ftype!r}: attachments declare {total} bytes but {len(body) - pos} follow"
         )
-    atts = []
-    for n in lens:
-        atts.append(bytes(body[pos : pos + n]))
-        pos += n
+    if not lens:
+        return Frame(ftype, header, (), rid, flags)
+    # Slicing bytes makes one object per attachment where slicing the memoryview makes
+    # two; a frame small enough is copied once to bytes first (a large one, such as a
+    # snapshot, is not: its attachments are copied out of the view one by one).
+    atts: list[bytes] = []
+    if len(body) <= _COPY_WHOLE_BYTES:
+        data = bytes(body)
+        for n in lens:
+            atts.append(data[pos : pos + n])
+            pos += n
+    else:
+        for n in lens:
+            atts.append(bytes(body[pos : pos + n]))
+            pos += n
     return Frame(ftype, header, tuple(atts), rid, flags)
 
 

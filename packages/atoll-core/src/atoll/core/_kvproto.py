@@ -88,11 +88,17 @@ class KVRequest:
     """For batches: the partition all items belong to (the client groups them)."""
 
 
+_TYPES = {op: f"kv.{op.value}" for op in KVOp}
+
+
 def encode_kv_request(req: KVRequest, *, epoch: int | None = None) -> Frame:
     """The frame for ``req`` (with ``epoch`` in place of ``req.epoch`` if given)."""
-    h: dict[str, Any] = {"ks": req.keyspace, "e": req.epoch if epoch is None else epoch}
+    e = req.epoch if epoch is None else epoch
+    h: dict[str, Any]
     if req.client_id:
-        h.update(c=req.client_id, s=req.seq, k=req.acked)
+        h = {"ks": req.keyspace, "e": e, "c": req.client_id, "s": req.seq, "k": req.acked}
+    else:
+        h = {"ks": req.keyspace, "e": e}
     if req.op is KVOp.GET:
         h["r"] = req.consistency.value
         atts: tuple[bytes, ...] = (req.key,)
@@ -111,7 +117,7 @@ def encode_kv_request(req: KVRequest, *, epoch: int | None = None) -> Frame:
         for k, v in req.items:
             flat += (k, v or b"")
         atts = tuple(flat)
-    return Frame(f"kv.{req.op.value}", h, atts)
+    return Frame(_TYPES[req.op], h, atts)
 
 
 def _field(h: dict[str, Any], name: str, typ: type, default: Any) -> Any:
@@ -211,12 +217,18 @@ def _split(frame: Frame, key: str) -> list[tuple[str, Any, tuple[bytes, ...]]]:
     items = frame.header.get(key)
     counts = frame.header.get("n")
     a = frame.attachments
+    total: Any = None
+    if isinstance(items, list) and isinstance(counts, list) and len(items) == len(counts):
+        try:
+            total = sum(counts)  # refuses non-numbers; a float makes the total a float
+        except TypeError:
+            total = None
     if (
         not isinstance(items, list)
         or not isinstance(counts, list)
-        or len(items) != len(counts)
-        or not all(type(c) is int and c >= 0 for c in counts)
-        or sum(counts) != len(a)
+        or type(total) is not int
+        or total != len(a)
+        or (counts and min(counts) < 0)
     ):
         raise InvalidRequest(f"{frame.type}: item list does not match its attachments")
     out = []

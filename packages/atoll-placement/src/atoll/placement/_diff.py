@@ -21,7 +21,8 @@ def table_diff(old: PlacementTable, new: PlacementTable) -> list[ReplicaMove]:
     ``new``'s order), then ``TRANSFER_LEADER`` if the leader changed, then
     ``REMOVE_REPLICA`` for each node only in ``old``. Adding first keeps the partition at
     or above its replication factor throughout; transferring before removing means the
-    old leader is never removed while it leads. Partitions with no change produce nothing.
+    old leader is never removed while it leads, unless ``new`` leaves the partition no
+    replica at all (no eligible node is left). Partitions with no change produce nothing.
     """
     if old.keyspace != new.keyspace:
         raise PlacementError(f"cannot diff keyspace {old.keyspace!r} against {new.keyspace!r}")
