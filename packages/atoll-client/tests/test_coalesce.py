@@ -81,11 +81,43 @@ async def test_concurrent_requests_share_one_frame_per_node_and_get_their_own_re
     jobs = [("a:1", b"a%d" % i) for i in range(5)] + [("b:1", b"b%d" % i) for i in range(3)]
     replies = await asyncio.gather(*(c.request(addr, get(k), 1.0) for addr, k in jobs))
     assert [r.header["k"] for r in replies] == [k.decode() for _, k in jobs]
-    assert sorted((addr, f.type, len(f.header["q"])) for addr, f in t.sent) == [
-        ("a:1", KV_MULTI, 5),
+    # The first found nothing in flight and went at once; the others joined frames.
+    assert sorted((addr, f.type, len(f.header.get("q", ()))) for addr, f in t.sent) == [
+        ("a:1", "kv.get", 0),
+        ("a:1", KV_MULTI, 4),
         ("b:1", KV_MULTI, 3),
     ]
-    assert c.stats == {"frames": 2, "coalesced": 8}
+    assert c.stats == {"frames": 2, "coalesced": 7}
+
+
+async def test_a_request_made_while_another_is_in_flight_waits_for_the_iteration() -> None:
+    """Only a request with nothing else in flight skips coalescing: under concurrency a
+    request alone in its event-loop iteration still takes the coalescing path (and goes
+    as a plain frame, as the only one of its group)."""
+    gate = asyncio.Event()
+
+    class Held(FakeTransport):
+        async def request(self, address: str, frame: Frame, *, timeout: float) -> Frame:
+            if frame.attachments[0] == b"k1":
+                self.sent.append((address, frame))
+                await gate.wait()
+                return Frame("kv.put.ok", {"k": "k1"})
+            return await super().request(address, frame, timeout=timeout)
+
+    t = Held()
+    c = RequestCoalescer(lambda: t)  # type: ignore[arg-type,return-value]
+    first = asyncio.ensure_future(c.request("a:1", put(b"k1"), 1.0))
+    await asyncio.sleep(0)
+    assert len(t.sent) == 1  # sent at once: nothing else was in flight
+    r2 = await c.request("a:1", put(b"k2"), 1.0)  # alone in its iteration
+    r3, r4 = await asyncio.gather(
+        c.request("a:1", put(b"k3"), 1.0), c.request("a:1", put(b"k4"), 1.0)
+    )
+    gate.set()
+    assert (await first).header == {"k": "k1"}
+    assert [r.header["k"] for r in (r2, r3, r4)] == ["k2", "k3", "k4"]
+    assert [f.type for _, f in t.sent] == ["kv.put", "kv.put", KV_MULTI]
+    assert c.stats == {"frames": 1, "coalesced": 2}
 
 
 async def test_reads_and_writes_travel_in_separate_frames() -> None:
@@ -93,9 +125,10 @@ async def test_reads_and_writes_travel_in_separate_frames() -> None:
     the commit of a write it happened to travel with."""
     t = FakeTransport()
     c = RequestCoalescer(lambda: t)  # type: ignore[arg-type,return-value]
-    frames = [get(b"r1"), put(b"w1"), get(b"r2"), put(b"w2"), put(b"w3")]
+    frames = [put(b"w0"), get(b"r1"), put(b"w1"), get(b"r2"), put(b"w2"), put(b"w3")]
     await asyncio.gather(*(c.request("a:1", f, 1.0) for f in frames))
-    sent = sorted((f.header["q"][0][0], len(f.header["q"])) for _, f in t.sent)
+    sent = sorted((f.header["q"][0][0], len(f.header["q"])) for _, f in t.sent[1:])
+    assert t.sent[0][1].type == "kv.put"  # the first: nothing else was in flight
     assert sent == [("kv.get", 2), ("kv.put", 3)]
 
 
