@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -42,6 +43,9 @@ async def test_write_through_one_node_read_through_another(
             await w.put(b"k%d" % i, b"v%d" % i)
         for i in range(50):
             assert await r.get(b"k%d" % i) == b"v%d" % i
+    # node.event_loop defaults to auto: uvloop, which atoll-node depends on.
+    for node in c.state()["nodes"]:
+        assert "event loop: uvloop" in Path(node["log"]).read_text()
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from atoll.client import AtollClient
-from atoll.core import AtollError, Consistency, tune_gc
+from atoll.core import AtollError, ConfigError, Consistency, loop_options, tune_gc
 
 from ._connect import DEFAULT_DEV_DIR, resolve_endpoints
 from ._dev import DevCluster, fetch_status
@@ -206,8 +206,15 @@ def bench(
     coalesce: Annotated[
         bool, typer.Option(help="Send concurrent requests to a node in kv.multi frames")
     ] = True,
+    event_loop: Annotated[
+        str, typer.Option(help="auto (uvloop if installed), uvloop or asyncio")
+    ] = "auto",
 ) -> None:
     """Run a read/write workload through the public client and summarise it."""
+    try:
+        backend_options = loop_options(event_loop, what="--event-loop")
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
     async def run() -> dict[str, float]:
         async with AtollClient(resolve_endpoints(endpoints), timeout=30, coalesce=coalesce) as c:
@@ -233,7 +240,7 @@ def bench(
             summary.update({f"client_{k}": v for k, v in c.stats.items()})
         return summary
 
-    summary = anyio.run(run)
+    summary = anyio.run(run, backend_options=backend_options)
     table = Table(title=f"{ops} ops, {int(reads * 100)}% reads, concurrency {concurrency}")
     for col in ("ops/s", "p50 ms", "p99 ms", "read p99 ms", "write p99 ms", "errors"):
         table.add_column(col)
@@ -247,7 +254,9 @@ def bench(
     )
     console.print(table)
     if json_out is not None:
-        json_out.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        doc: dict[str, object] = dict(summary)
+        doc["event_loop"] = "uvloop" if backend_options.get("use_uvloop") else "asyncio"
+        json_out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from ._codec import Frame as Frame
 from ._codec import FrameDecoder as FrameDecoder
 from ._codec import decode_frame as decode_frame
 from ._codec import encode_frame as encode_frame
+from ._config import EVENT_LOOPS as EVENT_LOOPS
 from ._config import AtollConfig as AtollConfig
 from ._config import ClusterConfig as ClusterConfig
 from ._config import LimitsConfig as LimitsConfig
@@ -74,6 +75,7 @@ from ._kvproto import decode_kv_request as decode_kv_request
 from ._kvproto import encode_kv_multi as encode_kv_multi
 from ._kvproto import encode_kv_multi_reply as encode_kv_multi_reply
 from ._kvproto import encode_kv_request as encode_kv_request
+from ._loop import loop_options as loop_options
 from ._plugins import installed_plugins as installed_plugins
 from ._plugins import make_plugin_manager as make_plugin_manager
 from ._plugins import make_transport as make_transport

@@ -22,6 +22,7 @@ import attrs
 from ._errors import ConfigError
 
 __all__ = [
+    "EVENT_LOOPS",
     "AtollConfig",
     "ClusterConfig",
     "LimitsConfig",
@@ -52,6 +53,10 @@ def _positive(inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
         raise ValueError("must be greater than zero")
 
 
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+"""The accepted values of ``node.event_loop`` (see :func:`atoll.core.loop_options`)."""
+
+
 @attrs.define(kw_only=True)
 class NodeConfig:
     """``[node]``: who this node is and where it keeps its data."""
@@ -70,8 +75,15 @@ class NodeConfig:
     data_dir: str = "./data/n1"
     seeds: list[str] = attrs.field(factory=list)
     tags: dict[str, str] = attrs.field(factory=dict)
+    event_loop: str = "auto"
+    """``auto`` (uvloop when it is installed, else asyncio's own loop), ``uvloop`` (an
+    error if it is not installed) or ``asyncio``."""
 
     def __attrs_post_init__(self) -> None:
+        if self.event_loop not in EVENT_LOOPS:
+            raise ConfigError(
+                f"node.event_loop = {self.event_loop!r} is not one of {', '.join(EVENT_LOOPS)}"
+            )
         if not self.id or not all(c.isalnum() or c in "-_." for c in self.id):
             raise ConfigError(
                 f"node.id = {self.id!r} is not valid (letters, digits, '-', '_', '.')"

@@ -18,7 +18,15 @@ from typing import Any
 import anyio
 import orjson
 
-from atoll.core import AtollError, ConfigError, PluginError, StorageError, load_config, tune_gc
+from atoll.core import (
+    AtollError,
+    ConfigError,
+    PluginError,
+    StorageError,
+    load_config,
+    loop_options,
+    tune_gc,
+)
 
 from ._node import Node
 
@@ -62,12 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_format)
     try:
         config = load_config(args.config)
+        backend_options = loop_options(config.node.event_loop)
         node = Node(config)
     except (ConfigError, PluginError) as exc:
         print(f"atoll-node: {exc}", file=sys.stderr)
         return 2
 
     async def serve() -> None:
+        loop = "uvloop" if backend_options.get("use_uvloop") else "asyncio"
+        logging.getLogger("atoll.node").info("event loop: %s", loop)
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with anyio.create_task_group() as tg:
                 await tg.start(node.run)
@@ -85,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     try:
-        anyio.run(serve)
+        anyio.run(serve, backend_options=backend_options)
     except (ConfigError, PluginError) as exc:
         print(f"atoll-node: {exc}", file=sys.stderr)
         return 2

@@ -37,7 +37,8 @@ class EventLoopLagProbe:
         resolution reads as 0.
     :param on_sample: called after each measurement with ``(due, ran)``: when the
         wake-up was due and when it ran, in ``anyio.current_time()`` seconds (which is
-        ``time.monotonic()``, i.e. :class:`atoll.core.SystemClock`, on asyncio). The
+        ``time.monotonic()``, i.e. :class:`atoll.core.SystemClock`, on asyncio's loop;
+        the same clock in whole milliseconds, read once per iteration, on uvloop). The
         failure detector's ``LoopLagMonitor.observe`` has this shape. It runs on the
         event loop and must not block; an exception from it propagates out of
         :meth:`run`.
