@@ -18,7 +18,8 @@ every partition has a leader, then runs ``atoll bench`` in its own process and r
 what it printed as JSON. Nothing is asserted: the figures are written to ``--json`` and
 a Markdown table to ``--markdown``.
 
-Usage: ``uv run python bench/bench_cluster.py [--quick] [--json F] [--markdown F]``
+Usage: ``uv run python bench/bench_cluster.py [--quick] [--repeat N] [--event-loop L]
+[--json F] [--markdown F]``
 """
 
 from __future__ import annotations
@@ -192,11 +193,18 @@ def main() -> int:
         choices=["auto", "uvloop", "asyncio"],
         help="the nodes' and the load process's event loop (default: uvloop if installed)",
     )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the scenarios this many times, round-robin (the machine has phases)",
+    )
     args = ap.parse_args()
     rows = []
-    for name, parts, reads, conc, ops_full, ops_quick in SCENARIOS:
-        if args.only and args.only not in name:
-            continue
+    chosen = [(i, sc) for i, sc in enumerate(SCENARIOS) if not args.only or args.only in sc[0]]
+    for rnd, (order, (name, parts, reads, conc, ops_full, ops_quick)) in (
+        (rnd, item) for rnd in range(max(1, args.repeat)) for item in chosen
+    ):
         ops = ops_quick if args.quick else ops_full
         print(
             f"{name}: {parts} partitions, {int(reads * 100)}% reads, c={conc}, {ops} ops ...",
@@ -207,6 +215,8 @@ def main() -> int:
             name, parts, reads, conc, ops, args.storage, args.transport, args.event_loop
         )
         r["calib_ms"] = round(calib, 1)
+        r["round"] = rnd + 1
+        r["order"] = order
         rows.append(r)
         print(
             f"  {r['ops_per_s']:.0f} ops/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
@@ -223,7 +233,9 @@ def main() -> int:
         "transport": args.transport,
         "event_loop": rows[0].get("event_loop", args.event_loop) if rows else args.event_loop,
         "quick": args.quick,
+        "repeat": max(1, args.repeat),
     }
+    rows.sort(key=lambda r: (r["order"], r["round"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
@@ -240,14 +252,15 @@ def main() -> int:
             "of a fixed pure-Python loop just before the scenario (lower is a faster "
             "machine; this VM has slow and fast phases).",
             "",
-            "| scenario | partitions | reads | concurrency | ops/s | p50 ms | p99 ms | errors "
-            "| node CPU us/op | load CPU us/op | calibration ms |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| scenario | partitions | reads | concurrency | run | ops/s | p50 ms | p99 ms "
+            "| errors | node CPU us/op | load CPU us/op | calibration ms |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             lines.append(
                 f"| {r['scenario']} | {r['partitions']} | {int(r['read_fraction'] * 100)}% | "
-                f"{r['concurrency']} | {r['ops_per_s']:.0f} | {r['p50_ms']:.2f} | "
+                f"{r['concurrency']} | {r['round']}/{meta['repeat']} | "
+                f"{r['ops_per_s']:.0f} | {r['p50_ms']:.2f} | "
                 f"{r['p99_ms']:.2f} | {r['errors']} | {r['node_cpu_us_per_op']:.0f} | "
                 f"{r['load_cpu_us_per_op']:.0f} | {r['calib_ms']:.0f} |"
             )
