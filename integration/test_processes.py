@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from atoll.admin import DevCluster
+from atoll.admin._dev import fetch_status
 from atoll.client import AtollClient
 from atoll.core import AtollError
 
@@ -46,6 +47,7 @@ async def test_write_through_one_node_read_through_another(
     # node.event_loop defaults to auto: uvloop, which atoll-node depends on.
     for node in c.state()["nodes"]:
         assert "event loop: uvloop" in Path(node["log"]).read_text()
+    assert [(await fetch_status(ep, 5.0))["event_loop"] for ep in eps] == ["uvloop"] * 3
 
 
 @pytest.mark.parametrize(

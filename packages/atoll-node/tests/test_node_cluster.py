@@ -220,6 +220,7 @@ async def test_partition_leader_failover_keeps_acknowledged_writes(cluster: Clus
         acked[b"f%d" % i] = b"v%d" % i
     # isolate the node that leads the most partitions, keep writing through the others
     victim = max(cluster.nodes.values(), key=lambda n: n.status()["leaders"]).node_id
+    assert {n.status()["event_loop"] for n in cluster.nodes.values()} == {"asyncio"}
     cluster.net.isolate(f"{victim}:1")
     survivor = next(n for n in IDS if n != victim)
     c2 = await client(cluster, f"{survivor}:1")

@@ -17,6 +17,7 @@ coordinator (answering NotLeader hints) until the rebalancer gives it replicas.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -70,6 +71,15 @@ KEY_PREFIX_BYTES = 4
 """Bytes the KV state machine puts before every user key (the partition's group id)."""
 STATUS = "admin.status"
 VERSION = "0.1.0"
+
+
+def _loop_name() -> str:
+    """``uvloop`` or ``asyncio``: whose event loop this node runs on ("" outside one)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return ""
+    return type(loop).__module__.split(".")[0]
 
 
 class Node:
@@ -546,6 +556,7 @@ class Node:
             "uptime_s": round(time.time() - self.started_at, 3),
             "storage": self.config.storage.backend,
             "transport": self.config.transport.backend,
+            "event_loop": _loop_name(),
             "groups": groups,
             "leaders": leaders,
             "quiesced": self.host.quiesced_groups() if self.host is not None else 0,
