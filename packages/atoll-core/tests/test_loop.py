@@ -35,3 +35,17 @@ def test_unknown_loops_are_refused_naming_the_setting() -> None:
         NodeConfig(event_loop="trio")
     assert parse_config({"node": {"event_loop": "asyncio"}}).node.event_loop == "asyncio"
     assert NodeConfig().event_loop == "auto"
+
+
+def test_running_loop_name_names_the_loop_actually_running() -> None:
+    import anyio
+
+    from atoll.core import running_loop_name
+
+    async def name() -> str:
+        return running_loop_name()
+
+    assert running_loop_name() == ""
+    assert anyio.run(name, backend_options=loop_options("asyncio")) == "asyncio"
+    if importlib.util.find_spec("uvloop") is not None:
+        assert anyio.run(name, backend_options=loop_options("uvloop")) == "uvloop"

@@ -20,7 +20,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from atoll.client import AtollClient
-from atoll.core import AtollError, ConfigError, Consistency, loop_options, tune_gc
+from atoll.core import (
+    AtollError,
+    ConfigError,
+    Consistency,
+    loop_options,
+    running_loop_name,
+    tune_gc,
+)
 
 from ._connect import DEFAULT_DEV_DIR, resolve_endpoints
 from ._dev import DevCluster, fetch_status
@@ -216,7 +223,7 @@ def bench(
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
 
-    async def run() -> dict[str, float]:
+    async def run() -> dict[str, Any]:
         async with AtollClient(resolve_endpoints(endpoints), timeout=30, coalesce=coalesce) as c:
             with Progress(
                 TextColumn("[bold]workload"),
@@ -236,8 +243,9 @@ def bench(
                     value_size=value_size,
                     progress=lambda n: prog.advance(task, n),
                 )
-            summary = res.summary()
+            summary: dict[str, Any] = dict(res.summary())
             summary.update({f"client_{k}": v for k, v in c.stats.items()})
+            summary["event_loop"] = running_loop_name()
         return summary
 
     summary = anyio.run(run, backend_options=backend_options)
@@ -254,9 +262,7 @@ def bench(
     )
     console.print(table)
     if json_out is not None:
-        doc: dict[str, object] = dict(summary)
-        doc["event_loop"] = "uvloop" if backend_options.get("use_uvloop") else "asyncio"
-        json_out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        json_out.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
 
 
 def main() -> None:

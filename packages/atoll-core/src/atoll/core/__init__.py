@@ -76,6 +76,7 @@ from ._kvproto import encode_kv_multi as encode_kv_multi
 from ._kvproto import encode_kv_multi_reply as encode_kv_multi_reply
 from ._kvproto import encode_kv_request as encode_kv_request
 from ._loop import loop_options as loop_options
+from ._loop import running_loop_name as running_loop_name
 from ._plugins import installed_plugins as installed_plugins
 from ._plugins import make_plugin_manager as make_plugin_manager
 from ._plugins import make_transport as make_transport

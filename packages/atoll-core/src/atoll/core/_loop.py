@@ -12,13 +12,14 @@ the 50/50 mix went faster in slower phases (docs/performance.md).
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 from typing import Any
 
 from ._config import EVENT_LOOPS
 from ._errors import ConfigError
 
-__all__ = ["loop_options"]
+__all__ = ["loop_options", "running_loop_name"]
 
 
 def loop_options(event_loop: str = "auto", *, what: str = "node.event_loop") -> dict[str, Any]:
@@ -39,3 +40,12 @@ def loop_options(event_loop: str = "auto", *, what: str = "node.event_loop") -> 
             )
         return {}
     return {"use_uvloop": True}
+
+
+def running_loop_name() -> str:
+    """``uvloop`` or ``asyncio``: whose event loop the caller runs on ("" outside one)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return ""
+    return type(loop).__module__.split(".")[0]

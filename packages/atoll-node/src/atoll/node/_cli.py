@@ -25,6 +25,7 @@ from atoll.core import (
     StorageError,
     load_config,
     loop_options,
+    running_loop_name,
     tune_gc,
 )
 
@@ -77,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     async def serve() -> None:
-        loop = "uvloop" if backend_options.get("use_uvloop") else "asyncio"
-        logging.getLogger("atoll.node").info("event loop: %s", loop)
+        logging.getLogger("atoll.node").info("event loop: %s", running_loop_name())
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with anyio.create_task_group() as tg:
                 await tg.start(node.run)

@@ -17,7 +17,6 @@ coordinator (answering NotLeader hints) until the rebalancer gives it replicas.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -49,6 +48,7 @@ from atoll.core import (
     make_transport,
     open_storage,
     parse_address,
+    running_loop_name,
 )
 from atoll.membership import FRAME_PREFIX as SWIM_PREFIX
 from atoll.membership import MembershipConfig, MembershipService
@@ -71,15 +71,6 @@ KEY_PREFIX_BYTES = 4
 """Bytes the KV state machine puts before every user key (the partition's group id)."""
 STATUS = "admin.status"
 VERSION = "0.1.0"
-
-
-def _loop_name() -> str:
-    """``uvloop`` or ``asyncio``: whose event loop this node runs on ("" outside one)."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return ""
-    return type(loop).__module__.split(".")[0]
 
 
 class Node:
@@ -556,7 +547,7 @@ class Node:
             "uptime_s": round(time.time() - self.started_at, 3),
             "storage": self.config.storage.backend,
             "transport": self.config.transport.backend,
-            "event_loop": _loop_name(),
+            "event_loop": running_loop_name(),
             "groups": groups,
             "leaders": leaders,
             "quiesced": self.host.quiesced_groups() if self.host is not None else 0,
