@@ -389,11 +389,19 @@ class AtollClient:
             except NotLeader as exc:
                 self._stats["not_leader"] += 1
                 last = exc
-                if exc.leader_hint and exc.leader_hint != node_id and exc.leader_hint in cmap.nodes:
-                    self._leaders[gid] = exc.leader_hint
-                    continue
+                hint = exc.leader_hint
                 tried.add(node_id)
-                self._leaders.pop(gid, None)
+                if hint and hint != node_id and hint in cmap.nodes:
+                    self._leaders[gid] = hint
+                    if hint not in tried:
+                        continue  # news of a leader not asked yet: follow it at once
+                    # The hinted node already failed in this call (it may have won an
+                    # election since, or it may be a dead leader its followers have not
+                    # given up on): ask it again, but only after the backoff, so two
+                    # nodes can never bounce the request between them in a tight loop.
+                    tried.discard(hint)
+                else:
+                    self._leaders.pop(gid, None)
             except StaleEpoch as exc:
                 last = exc
                 await self.refresh_map(min_epoch=cmap.epoch)
@@ -422,4 +430,4 @@ class AtollClient:
             if r not in tried:
                 return r
         tried.clear()  # every replica failed once: start over (after the backoff)
-        return rs.replicas[0]
+        return leader if leader is not None else rs.replicas[0]
