@@ -111,10 +111,12 @@ class Status:
     peers: dict[str, PeerStatus]
 
 
-@attrs.define(slots=True)
 class _SnapshotReceive:
-    meta: SnapshotMeta
-    buf: bytearray = attrs.field(factory=bytearray)
+    __slots__ = ("buf", "meta")
+
+    def __init__(self, meta: SnapshotMeta) -> None:
+        self.meta = meta
+        self.buf = bytearray()
 
 
 class RaftNode:

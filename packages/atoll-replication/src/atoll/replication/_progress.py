@@ -12,8 +12,6 @@ from __future__ import annotations
 import collections
 import enum
 
-import attrs
-
 from atoll.election import JointConfig
 
 from ._types import ConfState, Snapshot
@@ -82,40 +80,72 @@ class ProgressState(enum.Enum):
     """The follower needs a snapshot; entries wait until it is installed."""
 
 
-@attrs.define(slots=True)
 class SnapshotTransfer:
     """One InstallSnapshot in progress. The leader pins the snapshot it started with, so
-    a far-behind follower finishes even while newer snapshots are taken."""
+    a far-behind follower finishes even while newer snapshots are taken.
 
-    snapshot: Snapshot
-    sent: int = 0
-    """Bytes sent so far (the next chunk starts here)."""
-    acked: int = 0
-    """Bytes the follower confirmed holding."""
-    done_sent: bool = False
-    idle_rounds: int = 0
-    """Heartbeat rounds without progress; resending resumes from ``acked``."""
+    A plain class rather than an attrs one (as is :class:`Progress`), so that the module
+    compiles with mypyc (see :mod:`atoll.core.native`).
+    """
+
+    __slots__ = ("acked", "done_sent", "idle_rounds", "sent", "snapshot")
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.sent = 0
+        """Bytes sent so far (the next chunk starts here)."""
+        self.acked = 0
+        """Bytes the follower confirmed holding."""
+        self.done_sent = False
+        self.idle_rounds = 0
+        """Heartbeat rounds without progress; resending resumes from ``acked``."""
+
+    def __repr__(self) -> str:
+        return (
+            f"SnapshotTransfer(index={self.snapshot.meta.index}, sent={self.sent}, "
+            f"acked={self.acked}, done_sent={self.done_sent}, idle_rounds={self.idle_rounds})"
+        )
 
 
-@attrs.define(slots=True)
 class Progress:
     """The leader's view of one member's log."""
 
-    match: int = 0
-    next: int = 1
-    state: ProgressState = ProgressState.PROBE
-    probe_sent: bool = False
-    """In PROBE: an AppendEntries is outstanding; wait for its answer or a heartbeat."""
-    pending_snapshot: int = 0
-    """In SNAPSHOT: the index of the snapshot being sent."""
-    recent_active: bool = True
-    """Heard from within the last election timeout (check-quorum)."""
-    acked_since_heartbeat: bool = False
-    """Acknowledged an append since the last periodic heartbeat (``heartbeat_piggyback``
-    then skips the next heartbeat to it)."""
-    is_learner: bool = False
-    inflights: Inflights = attrs.field(factory=lambda: Inflights(256))
-    transfer: SnapshotTransfer | None = None
+    __slots__ = (
+        "acked_since_heartbeat",
+        "inflights",
+        "is_learner",
+        "match",
+        "next",
+        "pending_snapshot",
+        "probe_sent",
+        "recent_active",
+        "state",
+        "transfer",
+    )
+
+    def __init__(self, *, next: int = 1, inflights: Inflights | None = None) -> None:
+        self.match = 0
+        self.next = next
+        self.state = ProgressState.PROBE
+        self.probe_sent = False
+        """In PROBE: an AppendEntries is outstanding; wait for its answer or a heartbeat."""
+        self.pending_snapshot = 0
+        """In SNAPSHOT: the index of the snapshot being sent."""
+        self.recent_active = True
+        """Heard from within the last election timeout (check-quorum)."""
+        self.acked_since_heartbeat = False
+        """Acknowledged an append since the last periodic heartbeat (``heartbeat_piggyback``
+        then skips the next heartbeat to it)."""
+        self.is_learner = False
+        self.inflights = inflights if inflights is not None else Inflights(256)
+        self.transfer: SnapshotTransfer | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Progress(match={self.match}, next={self.next}, state={self.state.name}, "
+            f"probe_sent={self.probe_sent}, recent_active={self.recent_active}, "
+            f"is_learner={self.is_learner}, inflight={len(self.inflights)})"
+        )
 
     def reset_state(self, state: ProgressState) -> None:
         """Enter ``state`` with a clean window."""

@@ -9,20 +9,28 @@ from __future__ import annotations
 
 import collections
 
-import attrs
-
 __all__ = ["ReadIndexQueue", "ReadRequest"]
 
 
-@attrs.define(slots=True)
 class ReadRequest:
     """One pending read: the commit index when it arrived, and who asked."""
 
-    index: int
-    context: bytes
-    requester: str
-    """The node that asked (the leader itself for a local read)."""
-    acks: set[str] = attrs.field(factory=set)
+    __slots__ = ("acks", "context", "index", "requester")
+
+    def __init__(
+        self, index: int, context: bytes, requester: str, acks: set[str] | None = None
+    ) -> None:
+        self.index = index
+        self.context = context
+        self.requester = requester
+        """The node that asked (the leader itself for a local read)."""
+        self.acks: set[str] = set() if acks is None else acks
+
+    def __repr__(self) -> str:
+        return (
+            f"ReadRequest(index={self.index}, context={self.context!r}, "
+            f"requester={self.requester!r}, acks={sorted(self.acks)})"
+        )
 
 
 class ReadIndexQueue:
