@@ -8,6 +8,7 @@ lint        ruff check + ruff format --check
 typecheck   mypy --strict on every distribution's src/
 docs        checks docs/hooks.md against the hookspecs
 sim         deterministic simulations, many seeds (``nox -s sim -- --seeds 200``)
+native      compile the Raft core and the KV apply with mypyc, then test them compiled
 bench       benchmarks: print figures, write bench-results/*.json and docs/bench/*.md
 chaos       fault injection against real node processes + linearizability checking
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -151,9 +154,50 @@ def sim(session: nox.Session) -> None:
 
 
 @nox.session
+def native(session: nox.Session) -> None:
+    """Build the native modules (``python -m atoll.core.native build``), check that every
+    opted-in package imports them, and run the tests that exercise them compiled: the
+    packages that hold or drive them, and the multi-process integration tests."""
+    _sync_workspace(session)
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
+        session.skip(f"no C compiler ({cc}): native builds need one; pure Python does not")
+    session.run("python", "-m", "atoll.core.native", "build")
+    session.run(
+        "python",
+        "-c",
+        "import atoll.election, atoll.replication, atoll.coordination; "
+        "from atoll.core import native; "
+        "s = native.status(); print(s); assert set(s.values()) == {'native'}, s",
+    )
+    dists = [
+        "atoll-core",
+        "atoll-election",
+        "atoll-replication",
+        "atoll-coordination",
+        "atoll-client",
+        "atoll-node",
+    ]
+    paths = [str(DIST_BY_NAME[d] / "tests") for d in dists]
+    session.run(
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *paths,
+        str(ROOT / "integration"),
+        *session.posargs,
+        env={"ATOLL_NATIVE_REQUIRED": "1"},  # the integration test checks every node
+    )
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks print figures and write JSON + Markdown; they never assert timings."""
     _sync_workspace(session)
+    # The Raft core compiled with mypyc (a no-op when already built; on failure, e.g.
+    # no C compiler, the figures are pure Python and the table says so).
+    session.run("python", "-m", "atoll.core.native", "build", success_codes=[0, 1])
     out = ROOT / "bench-results"
     out.mkdir(exist_ok=True)
     (ROOT / "docs" / "bench").mkdir(parents=True, exist_ok=True)

@@ -98,6 +98,8 @@ def free_base_port() -> int:
 
 LOOP_ENV = "ATOLL_NODE_EVENT_LOOP"
 """The environment override of ``[node] event_loop`` (the nodes inherit the environment)."""
+NATIVE_ENV = "ATOLL_NATIVE"
+"""``0`` keeps the nodes and the load process on pure Python (see atoll.core.native)."""
 
 
 def run_scenario(
@@ -109,11 +111,14 @@ def run_scenario(
     storage: str,
     transport: str,
     event_loop: str = "auto",
+    native: str = "auto",
 ) -> dict[str, Any]:
     """Start a fresh cluster, run one load process against it, stop the cluster.
 
     ``event_loop`` is the nodes' ``node.event_loop`` (through the environment they
-    inherit) and the load process's ``--event-loop``.
+    inherit) and the load process's ``--event-loop``. ``native``: ``auto`` runs the
+    compiled modules if built (``python -m atoll.core.native build``), ``off`` runs pure
+    Python (``ATOLL_NATIVE=0`` for the nodes and the load process).
     """
     with tempfile.TemporaryDirectory(prefix="atoll-bench-") as tmp:
         c = DevCluster(Path(tmp))
@@ -126,58 +131,69 @@ def run_scenario(
             rf=3,
             sync=True,
         )
-        before = os.environ.get(LOOP_ENV)
-        os.environ[LOOP_ENV] = event_loop
+        env = {LOOP_ENV: event_loop, NATIVE_ENV: "0" if native == "off" else "1"}
+        before = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
         try:
             c.start(descs)
+            try:
+                statuses = c.wait_ready(120)
+                run_result = _measure(c, ops, conc, reads, event_loop)
+            finally:
+                c.stop()
         finally:
-            if before is None:
-                os.environ.pop(LOOP_ENV, None)
-            else:
-                os.environ[LOOP_ENV] = before
-        try:
-            c.wait_ready(120)
-            out = Path(tmp) / "result.json"
-            eps = ",".join(c.endpoints())
-            cmd = [
-                sys.executable,
-                "-m",
-                "atoll.admin",
-                "bench",
-                "-e",
-                eps,
-                "-n",
-                str(ops),
-                "-c",
-                str(conc),
-                "--reads",
-                str(reads),
-                "--event-loop",
-                event_loop,
-                "--json",
-                str(out),
-            ]
-            # warm-up (connections, leases, page cache), then the measured run
-            warm = [*cmd[:-2]]
-            warm[warm.index("-n") + 1] = str(max(200, ops // 20))
-            subprocess.run(warm, check=True, capture_output=True)
-            pids = [int(n["pid"]) for n in (c.state() or {}).get("nodes", [])]
-            nodes_before = sum(_cpu_seconds(p) for p in pids)
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-            nodes_cpu = sum(_cpu_seconds(p) for p in pids) - nodes_before
-            result = json.loads(out.read_text())
-            load_cpu = float(result.get("cpu_s", 0.0))
-            result["node_cpu_us_per_op"] = nodes_cpu / ops * 1e6
-            result["load_cpu_us_per_op"] = load_cpu / ops * 1e6
-        finally:
-            c.stop()
+            for k, v in before.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    states = {state for st in statuses.values() for state in (st.get("native") or {}).values()}
     return {
         "scenario": name,
         "partitions": partitions,
         "read_fraction": reads,
         "concurrency": conc,
-        **result,
+        "native": "native" if states == {"native"} else "pure Python",
+        **run_result,
     }
+
+
+def _measure(c: DevCluster, ops: int, conc: int, reads: float, event_loop: str) -> dict[str, Any]:
+    """A warm-up, then the measured run of one load process; its JSON plus CPU per op."""
+    with tempfile.TemporaryDirectory(prefix="atoll-bench-out-") as tmp:
+        out = Path(tmp) / "result.json"
+        eps = ",".join(c.endpoints())
+        cmd = [
+            sys.executable,
+            "-m",
+            "atoll.admin",
+            "bench",
+            "-e",
+            eps,
+            "-n",
+            str(ops),
+            "-c",
+            str(conc),
+            "--reads",
+            str(reads),
+            "--event-loop",
+            event_loop,
+            "--json",
+            str(out),
+        ]
+        # warm-up (connections, leases, page cache), then the measured run
+        warm = [*cmd[:-2]]
+        warm[warm.index("-n") + 1] = str(max(200, ops // 20))
+        subprocess.run(warm, check=True, capture_output=True)
+        pids = [int(n["pid"]) for n in (c.state() or {}).get("nodes", [])]
+        nodes_before = sum(_cpu_seconds(p) for p in pids)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        nodes_cpu = sum(_cpu_seconds(p) for p in pids) - nodes_before
+        result: dict[str, Any] = json.loads(out.read_text())
+    load_cpu = float(result.get("cpu_s", 0.0))
+    result["node_cpu_us_per_op"] = nodes_cpu / ops * 1e6
+    result["load_cpu_us_per_op"] = load_cpu / ops * 1e6
+    return result
 
 
 def main() -> int:
@@ -201,6 +217,12 @@ def main() -> int:
         default=1,
         help="run the scenarios this many times, round-robin (the machine has phases)",
     )
+    ap.add_argument(
+        "--native",
+        default="auto",
+        choices=["auto", "off"],
+        help="auto: the compiled modules if built (nox -s bench builds them); off: pure Python",
+    )
     args = ap.parse_args()
     rows = []
     chosen = [(i, sc) for i, sc in enumerate(SCENARIOS) if not args.only or args.only in sc[0]]
@@ -214,14 +236,23 @@ def main() -> int:
         )
         calib = calibrate()
         r = run_scenario(
-            name, parts, reads, conc, ops, args.storage, args.transport, args.event_loop
+            name,
+            parts,
+            reads,
+            conc,
+            ops,
+            args.storage,
+            args.transport,
+            args.event_loop,
+            args.native,
         )
         r["calib_ms"] = round(calib, 1)
         r["round"] = rnd + 1
         r["order"] = order
         rows.append(r)
         print(
-            f"  {r['ops_per_s']:.0f} ops/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
+            f"  [{r['native']}] {r['ops_per_s']:.0f} ops/s"
+            f"  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
             f"  errors {r['errors']}  CPU/op: nodes {r['node_cpu_us_per_op']:.0f} us,"
             f" load {r['load_cpu_us_per_op']:.0f} us  (machine: {calib:.0f} ms calibration)",
             flush=True,
@@ -234,6 +265,7 @@ def main() -> int:
         "storage": args.storage,
         "transport": args.transport,
         "event_loop": rows[0].get("event_loop", args.event_loop) if rows else args.event_loop,
+        "native": sorted({r["native"] for r in rows}),
         "quick": args.quick,
         "repeat": max(1, args.repeat),
     }
@@ -248,7 +280,9 @@ def main() -> int:
             f"Generated by `nox -s bench` (`bench/bench_cluster.py`) on {meta['date']}; "
             f"{meta['machine']}; 3 node processes + 1 load process on the same machine; "
             f"{args.storage} + {args.transport}, fsync on, 100-byte values, 10k keys; "
-            f"event loop: {meta['event_loop']} (nodes and load process). "
+            f"event loop: {meta['event_loop']} (nodes and load process); "
+            f"Raft core: {' / '.join(meta['native'])} (column `core`; native = compiled "
+            "with mypyc, `python -m atoll.core.native build`). "
             "CPU/op: CPU time of the three node processes together, and of the load "
             "process, divided by the operations of the measured run. Calibration: CPU ms "
             "of a fixed pure-Python loop just before the scenario (lower is a faster "
@@ -260,6 +294,7 @@ def main() -> int:
             ("reads", lambda r: f"{int(r['read_fraction'] * 100)}%"),
             ("concurrency", lambda r: r["concurrency"]),
             ("run", lambda r: f"{r['round']}/{meta['repeat']}"),
+            ("core", lambda r: r["native"]),
             ("ops/s", lambda r: f"{r['ops_per_s']:.0f}"),
             ("p50 ms", lambda r: f"{r['p50_ms']:.2f}"),
             ("p99 ms", lambda r: f"{r['p99_ms']:.2f}"),

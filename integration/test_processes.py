@@ -5,6 +5,7 @@ Every wait polls a condition with a deadline. Nothing here asserts a timing.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,15 @@ async def test_write_through_one_node_read_through_another(
     for node in c.state()["nodes"]:
         assert "event loop: uvloop" in Path(node["log"]).read_text()
     assert [(await fetch_status(ep, 5.0))["event_loop"] for ep in eps] == ["uvloop"] * 3
+    # Each node says whether its Raft core runs compiled; `nox -s native` requires it.
+    packages = {"atoll.election", "atoll.replication", "atoll.coordination"}
+    for ep in eps:
+        native = (await fetch_status(ep, 5.0))["native"]
+        assert set(native) == packages
+        if os.environ.get("ATOLL_NATIVE_REQUIRED") == "1":
+            assert set(native.values()) == {"native"}, native
+    for node in c.state()["nodes"]:
+        assert "atoll.replication: " in Path(node["log"]).read_text()
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from atoll.core import (
     StorageError,
     load_config,
     loop_options,
+    native,
     running_loop_name,
     tune_gc,
 )
@@ -79,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
 
     async def serve() -> None:
         logging.getLogger("atoll.node").info("event loop: %s", running_loop_name())
+        for package, state in native.status().items():
+            logging.getLogger("atoll.node").info(
+                "%s: %s",
+                package,
+                "native (mypyc)" if state == "native" else f"pure Python, {state}",
+            )
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with anyio.create_task_group() as tg:
                 await tg.start(node.run)

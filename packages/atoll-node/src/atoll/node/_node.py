@@ -50,6 +50,7 @@ from atoll.core import (
     parse_address,
     running_loop_name,
 )
+from atoll.core import native as native_modules
 from atoll.membership import FRAME_PREFIX as SWIM_PREFIX
 from atoll.membership import MembershipConfig, MembershipService
 from atoll.metadata import (
@@ -548,6 +549,7 @@ class Node:
             "storage": self.config.storage.backend,
             "transport": self.config.transport.backend,
             "event_loop": running_loop_name(),
+            "native": native_modules.status(),
             "groups": groups,
             "leaders": leaders,
             "quiesced": self.host.quiesced_groups() if self.host is not None else 0,

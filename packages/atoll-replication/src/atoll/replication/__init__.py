@@ -5,7 +5,26 @@ messages and requests; take :class:`Ready` batches out; persist, send and apply 
 then call :meth:`RaftNode.advance`. :class:`MemoryLogStorage` is an in-memory
 :class:`LogStorage` for tests and simulation; :func:`message_to_frame` and
 :func:`frame_to_message` put messages on the wire.
+
+The Raft core's modules (``NATIVE_MODULES``) can run compiled with mypyc: see
+:mod:`atoll.core.native`. Without a build they run as the pure Python they are.
 """
+
+# ruff: noqa: E402 (the package's modules are imported after activate() chose them)
+from atoll.core import native as _native
+
+NATIVE_MODULES = (
+    "_core",
+    "_log",
+    "_progress",
+    "_wire",
+    "_readonly",
+    "_confchange",
+    "_engine_log",
+)
+"""The modules a native build compiles (the hot path of every replicated entry)."""
+
+_native.activate(__name__, __path__, NATIVE_MODULES, deps=("atoll.core", "atoll.election"))
 
 from ._confchange import apply_conf_change as apply_conf_change
 from ._confchange import decode_conf_change as decode_conf_change

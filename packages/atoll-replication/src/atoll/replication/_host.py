@@ -59,14 +59,11 @@ from ._core import RaftNode
 from ._engine_log import EngineLogStorage
 from ._ready import RaftConfig, Ready
 from ._types import Entry, EntryKind, HardState, Message, SnapshotMeta
-from ._wire import decode_message, encode_message
+from ._wire import BATCH_FRAME, decode_batch, encode_batch
 
 __all__ = ["BATCH_FRAME", "GroupStateMachine", "RaftGroup", "RaftHost"]
 
 log = logging.getLogger("atoll.replication")
-
-BATCH_FRAME = "raft.batch"
-"""Frame type carrying every Raft message of one cycle from one node to one peer."""
 
 
 class GroupStateMachine(Protocol):
@@ -1008,42 +1005,6 @@ def _needs_fsync(persisted: HardState, rd: Ready) -> bool:
         return True
     hs = rd.hard_state
     return hs is not None and (hs.term != persisted.term or hs.vote != persisted.vote)
-
-
-def encode_batch(msgs: Sequence[Message]) -> Frame:
-    """One frame carrying ``msgs`` (all to the same peer)."""
-    headers: list[Any] = []
-    atts: list[bytes] = []
-    for m in msgs:
-        h, a = encode_message(m)
-        headers.append([h, len(a)])
-        atts.extend(a)
-    return Frame(BATCH_FRAME, {"m": headers}, tuple(atts))
-
-
-def decode_batch(frame: Frame) -> list[Message]:
-    """Inverse of :func:`encode_batch`; raises FrameError on malformed input."""
-    hs = frame.header.get("m")
-    if frame.type != BATCH_FRAME or not isinstance(hs, list):
-        raise FrameError(f"not a raft batch frame: {frame.type!r}")
-    out: list[Message] = []
-    pos = 0
-    atts = frame.attachments
-    for item in hs:
-        if (
-            not isinstance(item, list)
-            or len(item) != 2
-            or not isinstance(item[0], dict)
-            or not isinstance(item[1], int)
-            or item[1] < 0
-            or pos + item[1] > len(atts)
-        ):
-            raise FrameError("raft batch frame: malformed message entry")
-        out.append(decode_message(item[0], tuple(atts[pos : pos + item[1]])))
-        pos += item[1]
-    if pos != len(atts):
-        raise FrameError("raft batch frame: attachments left over")
-    return out
 
 
 async def _finish_shielded(done: asyncio.Future[None]) -> None:

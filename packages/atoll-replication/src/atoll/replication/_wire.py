@@ -1,22 +1,35 @@
 """The wire form of Raft messages: a compact JSON-safe header plus raw byte attachments.
 
 Owns: converting a :class:`Message` to and from ``(header, attachments)`` and an
-:class:`atoll.core.Frame` of type ``"raft"``. Entry payloads, read contexts and snapshot
+:class:`atoll.core.Frame` of type ``"raft"``, and the ``"raft.batch"`` frame that
+carries every message a host sends one peer in one cycle. Entry payloads, read contexts and snapshot
 chunks travel as attachments, never base64.
 Never: does IO; malformed input raises :class:`atoll.core.FrameError`, never crashes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from atoll.core import Frame, FrameError
 
 from ._types import ConfState, Entry, EntryKind, Message, MessageType, SnapshotMeta
 
-__all__ = ["FRAME_TYPE", "decode_message", "encode_message", "frame_to_message", "message_to_frame"]
+__all__ = [
+    "BATCH_FRAME",
+    "FRAME_TYPE",
+    "decode_batch",
+    "decode_message",
+    "encode_batch",
+    "encode_message",
+    "frame_to_message",
+    "message_to_frame",
+]
 
 FRAME_TYPE = "raft"
+BATCH_FRAME = "raft.batch"
+"""The frame type carrying every message a host sends one peer in one cycle."""
 
 
 def _conf_to_doc(cs: ConfState) -> dict[str, Any]:
@@ -190,3 +203,39 @@ def frame_to_message(frame: Frame) -> Message:
     if frame.type != FRAME_TYPE:
         raise FrameError(f"frame of type {frame.type!r} is not a raft message")
     return decode_message(frame.header, frame.attachments)
+
+
+def encode_batch(msgs: Sequence[Message]) -> Frame:
+    """One frame carrying ``msgs`` (all to the same peer)."""
+    headers: list[Any] = []
+    atts: list[bytes] = []
+    for m in msgs:
+        h, a = encode_message(m)
+        headers.append([h, len(a)])
+        atts.extend(a)
+    return Frame(BATCH_FRAME, {"m": headers}, tuple(atts))
+
+
+def decode_batch(frame: Frame) -> list[Message]:
+    """Inverse of :func:`encode_batch`; raises FrameError on malformed input."""
+    hs = frame.header.get("m")
+    if frame.type != BATCH_FRAME or not isinstance(hs, list):
+        raise FrameError(f"not a raft batch frame: {frame.type!r}")
+    out: list[Message] = []
+    pos = 0
+    atts = frame.attachments
+    for item in hs:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not isinstance(item[0], dict)
+            or not isinstance(item[1], int)
+            or item[1] < 0
+            or pos + item[1] > len(atts)
+        ):
+            raise FrameError("raft batch frame: malformed message entry")
+        out.append(decode_message(item[0], tuple(atts[pos : pos + item[1]])))
+        pos += item[1]
+    if pos != len(atts):
+        raise FrameError("raft batch frame: attachments left over")
+    return out
