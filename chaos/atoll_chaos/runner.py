@@ -49,6 +49,10 @@ class Scenario:
     clients: int = 6
     keys: int = 4
     seed: int = 1
+    rate: float = 250.0
+    """Operations per second each client starts at most. The history's length then
+    depends on the scenario, not on how fast the nodes are: the checker's search grows
+    faster than linearly with it, and an undecided check counts as a failure."""
 
 
 ALL_FAULTS = tuple(FAULTS)
@@ -161,8 +165,16 @@ class Workload:
     async def _worker(self, client: AtollClient, rng: random.Random) -> None:
         process = next(self._process)
         seen: dict[str, str | None] = {}
+        interval = 1.0 / self.sc.rate if self.sc.rate > 0 else 0.0
+        next_start = anyio.current_time()
         try:
             while not self._stop.is_set():
+                if interval:
+                    # Pacing (an op-rate cap, not a wait for a condition); a worker that
+                    # fell behind starts at once and does not burst to catch up.
+                    now = anyio.current_time()
+                    next_start = max(next_start + interval, now)
+                    await anyio.sleep(next_start - now)
                 key = rng.choice(self.keys)
                 r = rng.random()
                 if r < 0.45:
