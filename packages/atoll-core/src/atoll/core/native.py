@@ -152,6 +152,7 @@ def activate(
     if added_root:
         sys.path.append(str(root))
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    before = set(sys.modules)
     try:
         for m in modules:
             mod = importlib.import_module(f"{package}.{m}")
@@ -161,9 +162,11 @@ def activate(
         path.remove(str(pkg_dir))
         if added_root:
             sys.path.remove(str(root))
-        for m in modules:
-            sys.modules.pop(f"{package}.{m}", None)
-        sys.modules.pop(_group(package) + "__mypyc", None)
+        # Forget everything of the package this attempt imported (a pure module may
+        # have bound a compiled one), and the build's shared library.
+        for name in set(sys.modules) - before:
+            if name.startswith(package + ".") or name == _group(package) + "__mypyc":
+                del sys.modules[name]
         info.reason = f"build at {root} does not import: {exc!r}"
         return False
     info.active = True
