@@ -99,6 +99,16 @@ def dev_up(
     console.print(f"\nconnect: [bold]atoll put hello world[/]  (endpoints {eps})")
     console.print(f"python:  AtollClient([{', '.join(repr(d['endpoint']) for d in descs)}])")
     console.print("stop:    [bold]atoll dev down[/]")
+    native = {pkg: st for s in statuses.values() for pkg, st in (s.get("native") or {}).items()}
+    if native and set(native.values()) == {"native"}:
+        console.print("core:    compiled (mypyc)")
+    elif any(st.startswith("switched off") for st in native.values()):
+        console.print("core:    pure Python (ATOLL_NATIVE=0)")
+    elif native:
+        console.print(
+            "core:    pure Python; [bold]uv run python -m atoll.core.native build[/] "
+            "compiles it (~7-18% less CPU per operation; nodes started after it use it)"
+        )
 
 
 @dev.command("down")
