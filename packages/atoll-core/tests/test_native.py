@@ -1,7 +1,8 @@
 """Native builds: used only when built from exactly the current sources, never half-loaded.
 
-The real compile test needs mypyc, setuptools and a C compiler; it is skipped without
-them (pure Python needs none of them).
+The real compile test needs mypyc, setuptools and a C compiler. Without them it is
+skipped (pure Python needs none), except under ``nox -s native`` (ATOLL_NATIVE_REQUIRED=1),
+where it fails.
 """
 
 from __future__ import annotations
@@ -126,8 +127,13 @@ def _compiler() -> bool:
     )
 
 
-@pytest.mark.skipif(not _compiler(), reason="needs mypyc, setuptools and a C compiler")
 def test_a_real_build_is_used_and_an_edit_makes_it_stale(fakepkg: Path) -> None:
+    if not _compiler():
+        # `nox -s native` (run by CI) sets ATOLL_NATIVE_REQUIRED: there a missing tool
+        # fails this test instead of hiding it.
+        if os.environ.get("ATOLL_NATIVE_REQUIRED") == "1":
+            pytest.fail("ATOLL_NATIVE_REQUIRED=1 but mypyc, setuptools or a C compiler is missing")
+        pytest.skip("needs mypyc, setuptools and a C compiler (pure Python needs none)")
     _fresh_import()
     (root,) = native.build(["atollnativefake"])
     assert json.loads((root / "manifest.json").read_text())["modules"] == ["_hot"]
