@@ -130,6 +130,16 @@ class ScenarioResult:
 # ---------------------------------------------------------------------- workload
 
 
+def pace(previous_start: float, interval: float, now: float) -> tuple[float, float]:
+    """The next operation's start time and how long to wait for it (never negative).
+
+    Starts are ``interval`` apart; a worker that fell behind starts at once and does not
+    burst to catch up.
+    """
+    start = max(previous_start + interval, now)
+    return start, start - now
+
+
 class Workload:
     """``clients`` concurrent processes doing get / put / cas on ``keys`` keys."""
 
@@ -170,11 +180,9 @@ class Workload:
         try:
             while not self._stop.is_set():
                 if interval:
-                    # Pacing (an op-rate cap, not a wait for a condition); a worker that
-                    # fell behind starts at once and does not burst to catch up.
-                    now = anyio.current_time()
-                    next_start = max(next_start + interval, now)
-                    await anyio.sleep(next_start - now)
+                    # Pacing: an op-rate cap, not a wait for a condition.
+                    next_start, delay = pace(next_start, interval, anyio.current_time())
+                    await anyio.sleep(delay)
                 key = rng.choice(self.keys)
                 r = rng.random()
                 if r < 0.45:

@@ -21,6 +21,7 @@ from atoll_chaos.clock import FileClock, write_skew
 from atoll_chaos.cluster import ChaosCluster, free_ports
 from atoll_chaos.netns import NetnsNetwork, netns_available
 from atoll_chaos.proxy import LinkProxy, partition_links
+from atoll_chaos.runner import pace
 
 from atoll.admin._dev import fetch_status_sync
 from atoll.core import Frame, PeerUnreachable, Timeout, TransportConfig
@@ -69,6 +70,18 @@ async def test_proxy_cuts_one_direction_and_heals() -> None:
             await ta.close()
             await tb.close()
             tg.cancel_scope.cancel()
+
+
+def test_pace_spaces_starts_and_never_waits_a_negative_time() -> None:
+    # On time: the next start is one interval after the last.
+    assert pace(10.0, 0.004, 10.001) == (10.004, pytest.approx(0.003))
+    # Late (the last op took longer than the interval): start now, no burst, no
+    # negative delay (uvloop refuses one; the first version of the pacing passed it).
+    assert pace(10.0, 0.004, 10.5) == (10.5, 0.0)
+    start, delay = 0.0, 0.0
+    for now in (0.0, 0.001, 0.009, 0.0095, 0.02):
+        start, delay = pace(start, 0.004, now)
+        assert delay >= 0.0 and start >= now
 
 
 def test_partition_links() -> None:
