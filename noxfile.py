@@ -161,7 +161,10 @@ def native(session: nox.Session) -> None:
     _sync_workspace(session)
     cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
     if shutil.which(cc) is None:
-        session.skip(f"no C compiler ({cc}): native builds need one; pure Python does not")
+        why = f"no C compiler ({cc}): native builds need one; pure Python does not"
+        if os.environ.get("ATOLL_NATIVE_REQUIRED") == "1":
+            session.error(why + " (.ci/run installs gcc)")  # CI must not skip it silently
+        session.skip(why)
     session.run("python", "-m", "atoll.core.native", "build")
     session.run(
         "python",
