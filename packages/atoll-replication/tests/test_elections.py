@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import attrs
 from raft_harness import MT, Net
 
 from atoll.replication import Role
@@ -114,9 +113,7 @@ def test_figure_8_old_term_entries_are_not_committed_by_counting() -> None:
     # (c) s1 is leader again (term 3+) and replicates X to s3 - X is now on a majority
     # (s1, s2, s3) - but no entry of its own term reaches anyone.
     net.hook = lambda m: (
-        attrs.evolve(m, entries=tuple(e for e in m.entries if e.term == 1))
-        if m.type is MT.APP
-        else m
+        m.replace(entries=tuple(e for e in m.entries if e.term == 1)) if m.type is MT.APP else m
     )
     net["s1"].campaign()
     net.settle()

@@ -191,6 +191,124 @@ def test_any_header_decodes_or_raises_frame_error(header: dict[str, object], n_a
         pass
 
 
+def _batch_messages() -> list[Message]:
+    big = 2**64 - 1
+    return [
+        Message(
+            MessageType.APP,
+            3,
+            "n1",
+            "n2",
+            term=5,
+            log_term=4,
+            index=99,
+            commit=97,
+            entries=(Entry(100, 5, b"\x00cmd"), Entry(101, 5, b"", EntryKind.CONF_CHANGE)),
+            stamp=12.25,
+        ),
+        Message(MessageType.APP_RESP, 4, "n1", "n2", term=5, index=big, reject=True, reject_hint=7),
+        Message(MessageType.HEARTBEAT, big, "n1", "n2", term=big, context=b"read-1"),
+        Message(
+            MessageType.SNAP,
+            5,
+            "n1",
+            "nœud-3",
+            term=2,
+            snapshot=SnapshotMeta(40, 2, ConfState(voters=frozenset({"n1", "nœud-3"}))),
+            snap_offset=1 << 20,
+            snap_data=b"chunk" * 10,
+            snap_done=True,
+        ),
+    ]
+
+
+def test_batch_round_trip_binary_and_reads_the_json_layout() -> None:
+    from atoll.core import FrameDecoder
+    from atoll.replication._wire import BATCH_VERSION, decode_batch, encode_batch, encode_batch_v1
+
+    msgs = _batch_messages()
+    frame = encode_batch(msgs)
+    assert frame.header["v"] == BATCH_VERSION and len(frame.attachments) == 1
+    assert frame.header["ids"] == ["n1", "n2", "nœud-3"]  # each node id once
+    (wire,) = FrameDecoder().feed(encode_frame(frame))
+    assert decode_batch(wire) == msgs
+    assert decode_batch(decode_frame(encode_frame(encode_batch_v1(msgs)))) == msgs
+    assert decode_batch(encode_batch([])) == []
+
+
+def test_batch_encode_refuses_fields_that_do_not_fit() -> None:
+    from atoll.replication._wire import encode_batch
+
+    for bad in (
+        Message(MessageType.APP, 1, "a", "b", term=-1),
+        Message(MessageType.APP, 1, "a", "b", commit=2**64),
+        Message(MessageType.APP, 1, "a", "b", entries=(Entry(-1, 1),)),
+    ):
+        with pytest.raises(FrameError, match="does not fit"):
+            encode_batch([bad])
+
+
+def test_malformed_binary_batches_raise_frame_error() -> None:
+    from atoll.core import Frame
+    from atoll.replication._wire import BATCH_FRAME, decode_batch, encode_batch
+
+    good = encode_batch(_batch_messages())
+    blob = good.attachments[0]
+    ids = good.header["ids"]
+    cases = [
+        Frame(BATCH_FRAME, {"v": 3, "ids": ids}, (blob,)),  # a layout this node cannot read
+        Frame(BATCH_FRAME, {"v": 2, "ids": "n1"}, (blob,)),
+        Frame(BATCH_FRAME, {"v": 2, "ids": [1, 2]}, (blob,)),
+        Frame(BATCH_FRAME, {"v": 2, "ids": ids}, (blob, b"")),
+        Frame(BATCH_FRAME, {"v": 2, "ids": ids[:1]}, (blob,)),  # id index out of range
+        Frame(BATCH_FRAME, {"v": 2, "ids": ids}, (b"\x63" + blob[1:],)),  # unknown type 99
+        Frame(BATCH_FRAME, {}, ()),
+        Frame("raft", {"v": 2, "ids": ids}, (blob,)),
+    ]
+    # Every strict prefix that does not end on a message boundary is truncated.
+    ends = {0, len(blob)}
+    pos = 0
+    for m in _batch_messages():
+        pos += len(encode_batch([m]).attachments[0])
+        ends.add(pos)
+    cases += [
+        Frame(BATCH_FRAME, good.header, (blob[:n],)) for n in range(len(blob)) if n not in ends
+    ]
+    for frame in cases:
+        with pytest.raises(FrameError):
+            decode_batch(frame)
+
+
+@settings(max_examples=300, deadline=None)
+@given(blob=st.binary(max_size=300), cut=st.integers(0, 400))
+def test_any_binary_batch_decodes_or_raises_frame_error(blob: bytes, cut: int) -> None:
+    from atoll.core import Frame
+    from atoll.replication._wire import BATCH_FRAME, decode_batch, encode_batch
+
+    valid = encode_batch(_batch_messages()).attachments[0]
+    for data in (blob, valid[:cut] + blob):
+        try:
+            decode_batch(Frame(BATCH_FRAME, {"v": 2, "ids": ["a", "b", "c"]}, (data,)))
+        except FrameError:
+            pass
+
+
+def test_messages_entries_and_hard_states_are_values() -> None:
+    from atoll.replication import HardState
+
+    a, b = _batch_messages()[0], _batch_messages()[0]
+    assert a == b and hash(a) == hash(b) and a is not b
+    c = a.replace(term=6)
+    assert c != a and c.term == 6 and c.entries == a.entries and a.term == 5
+    assert repr(a).startswith("Message(type=<MessageType.APP: 1>, group_id=3, src='n1'")
+    with pytest.raises(TypeError, match="no field 'terms'"):
+        a.replace(terms=1)
+    assert {Entry(1, 2, b"x"), Entry(1, 2, b"x")} == {Entry(1, 2, b"x")}
+    assert Entry(1, 2) != Entry(1, 3) and Entry(1, 2) != (1, 2)
+    assert HardState(1, "n1", 3) == HardState(1, "n1", 3) != HardState(1, None, 3)
+    assert repr(HardState(1, "n1", 3)) == "HardState(term=1, vote='n1', commit=3)"
+
+
 def test_session_table_dedups_retries() -> None:
     t = SessionTable(max_sessions=2)
     assert t.check("c1", 1) == (SessionOutcome.NEW, None)

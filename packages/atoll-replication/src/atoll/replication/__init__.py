@@ -21,6 +21,8 @@ NATIVE_MODULES = (
     "_readonly",
     "_confchange",
     "_engine_log",
+    "_types",
+    "_ready",
 )
 """The modules a native build compiles (the hot path of every replicated entry)."""
 
@@ -29,6 +31,7 @@ _native.activate(__name__, __path__, NATIVE_MODULES, deps=("atoll.core", "atoll.
 from ._confchange import apply_conf_change as apply_conf_change
 from ._confchange import decode_conf_change as decode_conf_change
 from ._confchange import encode_conf_change as encode_conf_change
+from ._config import RaftConfig as RaftConfig
 from ._core import QUIESCE_CONTEXT as QUIESCE_CONTEXT
 from ._core import TRANSFER_CONTEXT as TRANSFER_CONTEXT
 from ._core import PeerStatus as PeerStatus
@@ -46,7 +49,6 @@ from ._progress import Progress as Progress
 from ._progress import ProgressState as ProgressState
 from ._progress import ProgressTracker as ProgressTracker
 from ._readonly import ReadIndexQueue as ReadIndexQueue
-from ._ready import RaftConfig as RaftConfig
 from ._ready import Ready as Ready
 from ._ready import ReadyEvent as ReadyEvent
 from ._session import SessionOutcome as SessionOutcome

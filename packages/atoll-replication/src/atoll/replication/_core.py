@@ -37,10 +37,11 @@ from atoll.election import (
 )
 
 from ._confchange import apply_conf_change, decode_conf_change, encode_conf_change
+from ._config import RaftConfig
 from ._log import RaftLog
 from ._progress import Progress, ProgressState, ProgressTracker
 from ._readonly import ReadIndexQueue, ReadRequest
-from ._ready import RaftConfig, Ready, ReadyEvent
+from ._ready import Ready, ReadyEvent
 from ._storage import LogStorage, SnapshotTemporarilyUnavailable
 from ._types import (
     ConfChange,

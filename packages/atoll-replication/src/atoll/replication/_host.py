@@ -55,9 +55,10 @@ from atoll.core import (
 )
 from atoll.core.rpc import settle
 
+from ._config import RaftConfig
 from ._core import RaftNode
 from ._engine_log import EngineLogStorage
-from ._ready import RaftConfig, Ready
+from ._ready import Ready
 from ._types import Entry, EntryKind, HardState, Message, SnapshotMeta
 from ._wire import BATCH_FRAME, decode_batch, encode_batch
 

@@ -1,16 +1,15 @@
-"""Configuration and the output batch of the Raft core.
+"""The output batch of the Raft core.
 
-Owns: :class:`RaftConfig` (every knob, validated, with why it exists) and
-:class:`Ready` (what the shell must persist, send and apply before ``advance``).
+Owns: :class:`Ready` (what the shell must persist, send and apply before ``advance``).
+:class:`RaftConfig` lives in ``_config`` and is re-exported here.
 Never: does IO; a ``Ready`` is data, the shell acts on it.
 """
 
 from __future__ import annotations
 
-import attrs
+from atoll.core import LeaderChange
 
-from atoll.core import ConfigError, LeaderChange
-
+from ._config import RaftConfig
 from ._types import ConfState, Entry, HardState, Message, ReadState, RoleChange, Snapshot
 
 __all__ = ["RaftConfig", "Ready", "ReadyEvent"]
@@ -19,116 +18,6 @@ ReadyEvent = LeaderChange | RoleChange
 """What ``Ready.events`` holds."""
 
 
-@attrs.frozen(slots=True)
-class RaftConfig:
-    """Knobs of one Raft group member. Defaults suit a LAN with a 100 ms tick."""
-
-    node_id: str
-    group_id: int = 0
-    election_ticks: int = 10
-    """Base election timeout; each timeout is drawn from [base, 2*base) ticks."""
-    heartbeat_ticks: int = 1
-    """A leader heartbeats every this many ticks (must be < election_ticks)."""
-    pre_vote: bool = True
-    """Campaign only after a pre-vote shows a quorum would vote (thesis 9.6): a node
-    returning from a partition cannot disrupt a healthy leader by bumping terms."""
-    check_quorum: bool = True
-    """A leader that has not heard from a quorum for an election timeout steps down, and
-    followers ignore vote requests while they hear from a leader (leader stickiness)."""
-    max_msg_bytes: int = 1024 * 1024
-    """Entry payload bytes per AppendEntries (at least one entry is always sent)."""
-    max_inflight_msgs: int = 256
-    """Pipelined AppendEntries per follower before waiting for acknowledgements."""
-    max_inflight_bytes: int = 0
-    """Payload bytes in flight per follower before waiting (0 = no byte limit)."""
-    max_uncommitted_bytes: int = 0
-    """Proposals are refused while this many payload bytes are uncommitted (0 = no cap)."""
-    max_apply_bytes: int = 64 * 1024 * 1024
-    """Committed entry bytes handed out per Ready."""
-    applied: int = 0
-    """The index the state machine had applied when the node started."""
-    tick_seconds: float = 0.1
-    """Nominal tick interval; only leader leases convert ticks to seconds."""
-    max_clock_drift: float = 0.05
-    """Seconds by which two nodes' clocks may disagree over an election timeout; leases
-    are shortened by this much."""
-    lease_reads: bool = True
-    """Allow ``read_index(..., lease=True)`` to answer from the leader lease."""
-    snapshot_chunk_bytes: int = 1024 * 1024
-    """Bytes of snapshot per InstallSnapshot message."""
-    snapshot_chunks_in_flight: int = 4
-    """Snapshot chunks sent ahead of the follower's acknowledgement."""
-    snapshot_interval_entries: int = 0
-    """Ask the shell for a snapshot every this many applied entries (0 = never)."""
-    forward_proposals: bool = True
-    """A follower forwards ``propose`` to its leader instead of raising NotLeader."""
-    commit_broadcast: bool = True
-    """When only the commit index advanced, send each follower an empty append so it
-    applies at once (etcd-io/raft's behaviour). False leaves it to the next append or
-    heartbeat (at most ``heartbeat_ticks`` later), and a broadcast sends appends only to
-    followers that have entries to receive: far fewer messages for a lightly batched
-    group under load, at the cost of followers applying a little later. Only the
-    followers' view of the commit index is affected, never what commits or when the
-    leader answers."""
-    heartbeat_piggyback: bool = False
-    """Skip a periodic heartbeat to a follower that acknowledged an append since the
-    previous one: appends carry the leader's clock stamp and their responses echo it, so
-    they renew the lease and prove the follower alive just as a heartbeat would, and the
-    append already reset its election timer. A heartbeat carrying a read-index context
-    is never skipped. False (etcd-io/raft's behaviour) heartbeats every follower every
-    ``heartbeat_ticks``; True saves most heartbeats of a busy group, at the cost of an
-    idle group's followers learning the last commit index one heartbeat later."""
-    priorities: dict[str, int] = attrs.field(factory=dict)
-    """Election priority per node (default 0). Lower-priority nodes wait longer to
-    campaign, and a leader hands leadership to a caught-up higher-priority voter."""
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first bad knob."""
-        if not self.node_id:
-            raise ConfigError("raft node_id must be a non-empty string")
-        if self.election_ticks < 2:
-            raise ConfigError(f"raft election_ticks={self.election_ticks}: must be >= 2")
-        if not 1 <= self.heartbeat_ticks < self.election_ticks:
-            raise ConfigError(
-                f"raft heartbeat_ticks={self.heartbeat_ticks}: must be in "
-                f"[1, election_ticks={self.election_ticks})"
-            )
-        for name in (
-            "max_msg_bytes",
-            "max_inflight_msgs",
-            "max_apply_bytes",
-            "snapshot_chunk_bytes",
-            "snapshot_chunks_in_flight",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"raft {name}={getattr(self, name)}: must be >= 1")
-        for name in (
-            "max_inflight_bytes",
-            "max_uncommitted_bytes",
-            "applied",
-            "snapshot_interval_entries",
-        ):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"raft {name}={getattr(self, name)}: must be >= 0")
-        if self.tick_seconds <= 0 or self.max_clock_drift < 0:
-            raise ConfigError(
-                f"raft tick_seconds={self.tick_seconds} must be > 0 and "
-                f"max_clock_drift={self.max_clock_drift} >= 0"
-            )
-        if self.lease_reads and not self.check_quorum:
-            raise ConfigError("raft lease_reads=true needs check_quorum=true (leases rely on it)")
-
-    @property
-    def lease_duration(self) -> float:
-        """Seconds a quorum acknowledgement keeps the leader's lease, before drift.
-
-        A follower ignores votes for ``election_ticks`` ticks after a heartbeat; with
-        discrete ticks that is at least ``election_ticks - 1`` tick intervals.
-        """
-        return (self.election_ticks - 1) * self.tick_seconds
-
-
-@attrs.frozen(slots=True)
 class Ready:
     """One batch of work for the shell. Handle it in this order, then call ``advance``:
 
@@ -142,21 +31,55 @@ class Ready:
        ``conf_state`` (if not None) with the applied index.
     4. Serve ``read_states`` once the applied index reaches each one's ``index``.
     5. Call ``RaftNode.advance(ready)``.
+
+    ``conf_state`` is the membership after ``committed_entries`` (or ``snapshot``), if it
+    changed. ``snapshot_request``: take a state-machine snapshot at this applied index,
+    then compact the log up to ``RaftNode.compaction_floor()`` at most.
+
+    A plain slotted class (built once per group per cycle, by the compiled core); treat
+    it as immutable.
     """
 
-    hard_state: HardState | None = None
-    entries: tuple[Entry, ...] = ()
-    snapshot: Snapshot | None = None
-    messages: tuple[Message, ...] = ()
-    messages_after_persist: tuple[Message, ...] = ()
-    committed_entries: tuple[Entry, ...] = ()
-    read_states: tuple[ReadState, ...] = ()
-    conf_state: ConfState | None = None
-    """The membership after ``committed_entries`` (or ``snapshot``), if it changed."""
-    events: tuple[ReadyEvent, ...] = ()
-    snapshot_request: int | None = None
-    """Take a state-machine snapshot at this applied index, then compact the log up to
-    ``RaftNode.compaction_floor()`` at most."""
+    __slots__ = (
+        "committed_entries",
+        "conf_state",
+        "entries",
+        "events",
+        "hard_state",
+        "messages",
+        "messages_after_persist",
+        "read_states",
+        "snapshot",
+        "snapshot_request",
+    )
+
+    def __init__(
+        self,
+        hard_state: HardState | None = None,
+        entries: tuple[Entry, ...] = (),
+        snapshot: Snapshot | None = None,
+        messages: tuple[Message, ...] = (),
+        messages_after_persist: tuple[Message, ...] = (),
+        committed_entries: tuple[Entry, ...] = (),
+        read_states: tuple[ReadState, ...] = (),
+        conf_state: ConfState | None = None,
+        events: tuple[ReadyEvent, ...] = (),
+        snapshot_request: int | None = None,
+    ) -> None:
+        self.hard_state = hard_state
+        self.entries = entries
+        self.snapshot = snapshot
+        self.messages = messages
+        self.messages_after_persist = messages_after_persist
+        self.committed_entries = committed_entries
+        self.read_states = read_states
+        self.conf_state = conf_state
+        self.events = events
+        self.snapshot_request = snapshot_request
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{name}={getattr(self, name)!r}" for name in _READY_FIELDS)
+        return f"Ready({body})"
 
     @property
     def truncate_from(self) -> int | None:
@@ -183,3 +106,17 @@ class Ready:
             or self.events
             or self.snapshot_request is not None
         )
+
+
+_READY_FIELDS = (
+    "hard_state",
+    "entries",
+    "snapshot",
+    "messages",
+    "messages_after_persist",
+    "committed_entries",
+    "read_states",
+    "conf_state",
+    "events",
+    "snapshot_request",
+)
