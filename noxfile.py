@@ -169,7 +169,7 @@ def native(session: nox.Session) -> None:
     session.run(
         "python",
         "-c",
-        "import atoll.election, atoll.replication, atoll.coordination; "
+        "import atoll.core, atoll.election, atoll.replication, atoll.coordination; "
         "from atoll.core import native; "
         "s = native.status(); print(s); assert set(s.values()) == {'native'}, s",
     )
@@ -180,6 +180,7 @@ def native(session: nox.Session) -> None:
         "atoll-coordination",
         "atoll-client",
         "atoll-node",
+        "atoll-transport-tcp",
     ]
     paths = [str(DIST_BY_NAME[d] / "tests") for d in dists]
     session.run(

@@ -50,7 +50,7 @@ async def test_write_through_one_node_read_through_another(
         assert "event loop: uvloop" in Path(node["log"]).read_text()
     assert [(await fetch_status(ep, 5.0))["event_loop"] for ep in eps] == ["uvloop"] * 3
     # Each node says whether its Raft core runs compiled; `nox -s native` requires it.
-    packages = {"atoll.election", "atoll.replication", "atoll.coordination"}
+    packages = {"atoll.core", "atoll.election", "atoll.replication", "atoll.coordination"}
     for ep in eps:
         native = (await fetch_status(ep, 5.0))["native"]
         assert set(native) == packages

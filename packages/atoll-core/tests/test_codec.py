@@ -127,3 +127,19 @@ def test_attachment_length_mismatch() -> None:
 def test_unserialisable_header() -> None:
     with pytest.raises(FrameError, match="not JSON-serialisable"):
         encode_frame(Frame("x", {"bad": object()}))
+
+
+def test_frames_are_values() -> None:
+    a = Frame("kv.get", {"ks": "default"}, (b"k",), 7, FLAG_REQUEST)
+    assert a == Frame("kv.get", {"ks": "default"}, (b"k",), 7, FLAG_REQUEST)
+    assert a != Frame("kv.get", {"ks": "default"}, (b"k",), 8, FLAG_REQUEST)
+    assert a != ("kv.get", {"ks": "default"}, (b"k",), 7, FLAG_REQUEST)
+    assert repr(a) == (
+        "Frame(type='kv.get', header={'ks': 'default'}, attachments=(b'k',), request_id=7, flags=1)"
+    )
+    # Each frame gets its own empty header (never one shared dict).
+    b, c = Frame("x"), Frame("x")
+    b.header["n"] = 1
+    assert c.header == {} and Frame(type="x", request_id=3).request_id == 3
+    with pytest.raises(TypeError):  # a dict header is unhashable, as it was with attrs
+        hash(a)

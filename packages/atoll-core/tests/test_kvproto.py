@@ -85,3 +85,16 @@ def test_round_trip(req: KVRequest) -> None:
 def test_malformed_requests_are_invalid(frame: Frame, message: str) -> None:
     with pytest.raises(InvalidRequest, match=message):
         decode_kv_request(frame)
+
+
+def test_requests_are_values() -> None:
+    a = KVRequest(KVOp.PUT, "default", 3, key=b"k", value=b"v", client_id="c", seq=2)
+    assert a == KVRequest(KVOp.PUT, "default", 3, b"k", b"v", client_id="c", seq=2)
+    assert a != KVRequest(KVOp.PUT, "default", 3, key=b"k", value=b"w", client_id="c", seq=2)
+    assert hash(a) == hash(
+        KVRequest(KVOp.PUT, "default", 3, key=b"k", value=b"v", client_id="c", seq=2)
+    )
+    assert repr(a).startswith(
+        "KVRequest(op=<KVOp.PUT: 'put'>, keyspace='default', epoch=3, key=b'k'"
+    )
+    assert KVRequest(KVOp.BATCH, "default", 0).partition == -1

@@ -5,6 +5,24 @@ error taxonomy, typed config, the injected clock and RNG, the storage and transp
 protocols, and the per-node plugin manager.
 """
 
+# ruff: noqa: E402 (the package's modules are imported after activate() chose them)
+import warnings as _warnings
+
+from . import native as _native
+
+# ``python -m atoll.core.native`` imports this package, hence ``native``, before running
+# it as ``__main__``; runpy warns about that, and ``native`` handles it (its ``__main__``
+# block runs the imported module's ``main``). Only that one warning is silenced.
+_warnings.filterwarnings(
+    "ignore", message=r"'atoll\.core\.native' found in sys\.modules", category=RuntimeWarning
+)
+
+NATIVE_MODULES = ("_codec", "_kvproto")
+"""The modules a native build compiles: the frame codec and the client protocol, which
+every frame and every client request goes through (see :mod:`atoll.core.native`)."""
+
+_native.activate(__name__, __path__, NATIVE_MODULES)
+
 from ._clock import TEST_CLOCK_ENV as TEST_CLOCK_ENV
 from ._clock import Clock as Clock
 from ._clock import FileClock as FileClock

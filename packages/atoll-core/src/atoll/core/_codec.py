@@ -20,7 +20,6 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-import attrs
 import orjson
 
 from ._errors import FrameError, FrameTooLarge, UnsupportedVersion
@@ -52,19 +51,30 @@ _U32 = struct.Struct(">I")
 _MAX_HEADER_BYTES = 1024 * 1024
 
 
-@attrs.define(slots=True, unsafe_hash=True)
 class Frame:
     """One message: a type name, a JSON-safe header and raw byte attachments.
 
     ``request_id`` and ``flags`` are set by transports to pair requests with replies;
-    protocol code normally leaves them at zero.
+    protocol code normally leaves them at zero. A plain slotted class with value
+    equality and ``repr`` (built for every frame and sub-request; compiled with mypyc it
+    is a native class): treat it as immutable.
     """
 
-    type: str
-    header: dict[str, Any] = attrs.field(factory=dict)
-    attachments: tuple[bytes, ...] = ()
-    request_id: int = 0
-    flags: int = 0
+    __slots__ = ("attachments", "flags", "header", "request_id", "type")
+
+    def __init__(
+        self,
+        type: str,
+        header: dict[str, Any] | None = None,
+        attachments: tuple[bytes, ...] = (),
+        request_id: int = 0,
+        flags: int = 0,
+    ) -> None:
+        self.type = type
+        self.header: dict[str, Any] = {} if header is None else header
+        self.attachments = attachments
+        self.request_id = request_id
+        self.flags = flags
 
     @property
     def is_request(self) -> bool:
@@ -84,6 +94,29 @@ class Frame:
     def payload_bytes(self) -> int:
         """Total bytes of the attachments (a cheap size estimate for flow control)."""
         return sum(len(a) for a in self.attachments)
+
+    def _key(self) -> tuple[str, dict[str, Any], tuple[bytes, ...], int, int]:
+        return (self.type, self.header, self.attachments, self.request_id, self.flags)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Frame):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __ne__(self, other: object) -> bool:
+        if not isinstance(other, Frame):
+            return NotImplemented
+        return self._key() != other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())  # a TypeError while the header is a dict, as with attrs
+
+    def __repr__(self) -> str:
+        return (
+            f"Frame(type={self.type!r}, header={self.header!r}, "
+            f"attachments={self.attachments!r}, request_id={self.request_id!r}, "
+            f"flags={self.flags!r})"
+        )
 
 
 _JOIN_SLICE = 4096

@@ -24,8 +24,6 @@ import enum
 from collections.abc import Sequence
 from typing import Any
 
-import attrs
-
 from ._codec import Frame
 from ._errors import AtollError, InvalidRequest, error_from_wire, error_to_wire
 
@@ -69,24 +67,92 @@ class KVOp(enum.StrEnum):
     BATCH = "batch"
 
 
-@attrs.define(slots=True, unsafe_hash=True)
 class KVRequest:
-    """One client key-value request, decoded."""
+    """One client key-value request, decoded.
 
-    op: KVOp
-    keyspace: str
-    epoch: int
-    key: bytes = b""
-    value: bytes | None = None
-    expected: bytes | None = None
-    items: tuple[tuple[bytes, bytes | None], ...] = ()
-    consistency: Consistency = Consistency.LINEARIZABLE
-    client_id: str = ""
-    seq: int = 0
-    acked: int = 0
-    partition: int = -1
-    """For batches: the partition all items belong to (the client groups them)."""
+    ``partition`` is for batches: the partition all items belong to (the client groups
+    them). A plain slotted class with value equality and ``repr`` (one per request;
+    compiled with mypyc it is a native class): treat it as immutable.
+    """
 
+    __slots__ = (
+        "acked",
+        "client_id",
+        "consistency",
+        "epoch",
+        "expected",
+        "items",
+        "key",
+        "keyspace",
+        "op",
+        "partition",
+        "seq",
+        "value",
+    )
+
+    def __init__(
+        self,
+        op: KVOp,
+        keyspace: str,
+        epoch: int,
+        key: bytes = b"",
+        value: bytes | None = None,
+        expected: bytes | None = None,
+        items: tuple[tuple[bytes, bytes | None], ...] = (),
+        consistency: Consistency = Consistency.LINEARIZABLE,
+        client_id: str = "",
+        seq: int = 0,
+        acked: int = 0,
+        partition: int = -1,
+    ) -> None:
+        self.op = op
+        self.keyspace = keyspace
+        self.epoch = epoch
+        self.key = key
+        self.value = value
+        self.expected = expected
+        self.items = items
+        self.consistency = consistency
+        self.client_id = client_id
+        self.seq = seq
+        self.acked = acked
+        self.partition = partition
+
+    def _key(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in _KVREQUEST_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KVRequest):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __ne__(self, other: object) -> bool:
+        if not isinstance(other, KVRequest):
+            return NotImplemented
+        return self._key() != other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{name}={getattr(self, name)!r}" for name in _KVREQUEST_FIELDS)
+        return f"KVRequest({body})"
+
+
+_KVREQUEST_FIELDS = (
+    "op",
+    "keyspace",
+    "epoch",
+    "key",
+    "value",
+    "expected",
+    "items",
+    "consistency",
+    "client_id",
+    "seq",
+    "acked",
+    "partition",
+)
 
 _TYPES = {op: f"kv.{op.value}" for op in KVOp}
 

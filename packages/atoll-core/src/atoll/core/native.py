@@ -53,7 +53,7 @@ __all__ = [
     "status",
 ]
 
-DEFAULT_PACKAGES = ("atoll.election", "atoll.replication", "atoll.coordination")
+DEFAULT_PACKAGES = ("atoll.core", "atoll.election", "atoll.replication", "atoll.coordination")
 """The packages that opt in (``python -m atoll.core.native build`` builds these)."""
 
 KEEP_BUILDS = 3
