@@ -11,8 +11,10 @@ import pytest
 from atoll.coordination import CommandResult, KVService, KVStateMachine
 from atoll.core import (
     Frame,
+    InvalidRequest,
     KVOp,
     KVRequest,
+    LimitsConfig,
     NotLeader,
     Timeout,
     Unavailable,
@@ -121,3 +123,13 @@ async def test_a_follower_answers_each_request_with_not_leader() -> None:
     reply = await svc.handle(encode_kv_multi([put(b"a"), put(b"b")]), "client")
     results = decode_kv_multi_reply(reply, 2)
     assert all(isinstance(r, NotLeader) and r.leader_hint == "other" for r in results)
+
+
+async def test_limits_set_after_construction_apply_to_the_next_request() -> None:
+    g = FakeGroup(1)
+    svc = service({1: g})
+    svc.limits = LimitsConfig(max_value_bytes=4)
+    big = encode_kv_request(KVRequest(KVOp.PUT, "default", 0, key=b"k", value=b"12345"))
+    with pytest.raises(InvalidRequest, match="value of 5 bytes exceeds the limit of 4 bytes"):
+        await svc.handle(big, "client")
+    assert svc.stats["invalid"] == 1 and not g.proposals

@@ -4,17 +4,23 @@ The key-value state machine every data partition applies committed commands to (
 delete, compare-and-set, batch) with its client session table, and the router that serves
 client requests (``KVService``).
 
-The command codec and the state machine's apply (``NATIVE_MODULES``) can run compiled
-with mypyc: see :mod:`atoll.core.native`.
+The command codec, the state machine's apply and the request router (``NATIVE_MODULES``)
+can run compiled with mypyc: see :mod:`atoll.core.native`.
 """
 
 # ruff: noqa: E402 (the package's modules are imported after activate() chose them)
 from atoll.core import native as _native
 
-NATIVE_MODULES = ("_commands", "_statemachine")
-"""The modules a native build compiles (every replica applies every write through them)."""
+NATIVE_MODULES = ("_commands", "_statemachine", "_router")
+"""The modules a native build compiles (every replica applies every write through them,
+and every client request is routed by ``_router``)."""
 
-_native.activate(__name__, __path__, NATIVE_MODULES, deps=("atoll.core", "atoll.replication"))
+_native.activate(
+    __name__,
+    __path__,
+    NATIVE_MODULES,
+    deps=("atoll.core", "atoll.replication", "atoll.metadata", "atoll.placement"),
+)
 
 from ._commands import CasCommand as CasCommand
 from ._commands import Command as Command
