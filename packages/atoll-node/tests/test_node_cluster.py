@@ -146,6 +146,8 @@ async def test_invalid_requests_get_clear_errors_and_the_node_keeps_serving(
         await c.put(b"k", b"x" * (1024 * 1024 + 1))
     with pytest.raises(InvalidRequest, match="must be bytes"):
         await c.put("text", b"v")  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest, match="value must be bytes, not str"):
+        await c.cas(b"k", "old", b"new")  # type: ignore[arg-type]
     c.max_value_bytes = 10**9  # bypass the client check: the node refuses it too
     with pytest.raises(InvalidRequest, match="exceeds the limit"):
         await c.put(b"k", b"x" * (1024 * 1024 + 1))

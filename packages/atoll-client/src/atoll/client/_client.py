@@ -238,6 +238,8 @@ class AtollClient:
         self._check_key(key)
         if new is not None:
             self._check_value(new)
+        if expected is not None:
+            self._check_value(expected)
         req = KVRequest(
             KVOp.CAS, keyspace or self.keyspace, 0, key=key, expected=expected, value=new
         )

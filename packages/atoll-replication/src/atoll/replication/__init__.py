@@ -23,6 +23,7 @@ NATIVE_MODULES = (
     "_engine_log",
     "_types",
     "_ready",
+    "_group",
 )
 """The modules a native build compiles (the hot path of every replicated entry)."""
 

@@ -25,8 +25,8 @@ import orjson
 
 from atoll.core import CorruptData, StorageEngine, StorageSnapshot, WriteBatch
 
-from ._storage import LogCompacted, LogUnavailable, SnapshotOutOfDate, limit_size
-from ._types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
+from ._storage import LogCompacted, LogUnavailable, SnapshotOutOfDate
+from ._types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta, limit_size
 
 __all__ = ["NS_LOG", "NS_SNAP", "NS_STATE", "EngineLogStorage"]
 

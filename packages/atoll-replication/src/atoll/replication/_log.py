@@ -9,8 +9,8 @@ Never: writes storage; the shell persists the unstable part and calls ``stable_t
 
 from __future__ import annotations
 
-from ._storage import LogCompacted, LogStorage, LogUnavailable, limit_size
-from ._types import Entry, Snapshot
+from ._storage import LogCompacted, LogStorage, LogUnavailable
+from ._types import Entry, Snapshot, limit_size
 
 __all__ = ["RaftLog", "UnstableLog"]
 

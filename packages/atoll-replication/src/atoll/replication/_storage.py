@@ -9,13 +9,15 @@ then calls ``advance``; a storage-engine implementation lives in the shell's pac
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
-from atoll.core import AtollError
+from atoll.core import AtollError, WriteBatch
 
-from ._types import ConfState, Entry, HardState, Snapshot, SnapshotMeta
+from ._types import ConfState, Entry, HardState, Snapshot, SnapshotMeta, limit_size
 
 __all__ = [
+    "GroupStateMachine",
     "LogCompacted",
     "LogStorage",
     "LogUnavailable",
@@ -49,18 +51,6 @@ class SnapshotTemporarilyUnavailable(AtollError):
 
     code = "raft_snapshot_unavailable"
     retryable = True
-
-
-def limit_size(entries: list[Entry], max_bytes: int | None) -> list[Entry]:
-    """The longest prefix of ``entries`` within ``max_bytes`` (always at least one)."""
-    if max_bytes is None or not entries:
-        return entries
-    total = 0
-    for i, e in enumerate(entries):
-        total += e.size
-        if total > max_bytes and i > 0:
-            return entries[:i]
-    return entries
 
 
 @runtime_checkable
@@ -246,3 +236,34 @@ class MemoryLogStorage:
         other._ents = list(self._ents)
         other._conf_state = self._conf_state
         return other
+
+
+class GroupStateMachine(Protocol):
+    """What a Raft group applies its committed entries to."""
+
+    def applied_index(self) -> int:
+        """The last index applied durably (the host replays the log after it on restart)."""
+        ...
+
+    def apply(self, entries: Sequence[Entry], batch: WriteBatch) -> list[Any]:
+        """Apply ``entries`` in order, adding writes to ``batch``; one result per entry.
+
+        Conf-change entries are passed too (their payload is Raft's); a state machine
+        only records that their index is applied.
+        """
+        ...
+
+    def snapshot(self) -> bytes:
+        """Serialise the state machine as of its applied index.
+
+        A state machine whose state lives in the engine may also offer
+        ``snapshot_at(view: StorageSnapshot) -> bytes``: serialise from ``view`` (an
+        engine read view the host opens when the engine holds exactly the applied
+        state) reading nothing else, on a worker thread. The host then builds the
+        snapshot off the event loop; without it, :meth:`snapshot` runs on the loop.
+        """
+        ...
+
+    def restore(self, data: bytes, batch: WriteBatch) -> None:
+        """Replace the state with a snapshot, adding the writes to ``batch``."""
+        ...

@@ -30,6 +30,7 @@ __all__ = [
     "RoleChange",
     "Snapshot",
     "SnapshotMeta",
+    "limit_size",
 ]
 
 
@@ -387,3 +388,15 @@ class ProposalTicket:
 
     index: int
     term: int
+
+
+def limit_size(entries: list[Entry], max_bytes: int | None) -> list[Entry]:
+    """The longest prefix of ``entries`` within ``max_bytes`` (always at least one)."""
+    if max_bytes is None or not entries:
+        return entries
+    total = 0
+    for i, e in enumerate(entries):
+        total += e.size
+        if total > max_bytes and i > 0:
+            return entries[:i]
+    return entries
