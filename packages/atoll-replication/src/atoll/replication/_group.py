@@ -2,7 +2,8 @@
 
 Owns: :class:`RaftGroup` (the Raft node, log storage and state machine of one group,
 proposals and linearizable reads started on it, and answering them as the host's
-cycles commit, apply and confirm) and :class:`_Waiter`.
+cycles commit, apply and confirm), :class:`_Waiter`, and the host cycle's loops over
+its groups (tick, collect, stage, apply, advance).
 Never: runs the Ready loop or does IO (that is :class:`atoll.replication.RaftHost`).
 
 Free of async code so it compiles with mypyc (``NATIVE_MODULES``): every request starts
@@ -13,22 +14,43 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from atoll.core import NotLeader, Timeout, Unavailable
+from atoll.core import NotLeader, Timeout, Unavailable, WriteBatch
 
 from . import _waiting
 from ._core import RaftNode
 from ._engine_log import EngineLogStorage
 from ._ready import Ready
 from ._storage import GroupStateMachine
-from ._types import Entry
+from ._types import Entry, EntryKind, HardState, Message
 
 if TYPE_CHECKING:
     from ._host import RaftHost
 
-__all__ = ["RaftGroup"]
+__all__ = [
+    "Applied",
+    "RaftGroup",
+    "Readies",
+    "advance_readies",
+    "apply_readies",
+    "by_peer",
+    "collect_readies",
+    "commit_staged",
+    "committed_count",
+    "early_messages",
+    "late_messages",
+    "mark_durable",
+    "needs_fsync",
+    "serve_reads",
+    "stage_readies",
+    "take_messages",
+    "tick_groups",
+]
+
+log = logging.getLogger("atoll.replication")
 
 
 class _Waiter:
@@ -242,3 +264,162 @@ class RaftGroup:
         # Pending reads were dropped by the core; proposals may still commit under the
         # next leader, so they keep waiting (and time out if they never apply).
         self._fail_all(NotLeader(leader_hint=self.node.leader_id))
+
+
+# ---------------------------------------------------------------- the host's per-group loops
+#
+# The Raft host's cycle walks every group several times (collect Readies, stage them,
+# apply, advance); with 64 groups these loops are a large part of a busy node's
+# interpreted time, so they live here, compiled with the native build, and the host
+# (async, interpreted) calls them.
+
+Readies = list[tuple[RaftGroup, Ready]]
+"""The groups that had a Ready this cycle, with it."""
+Applied = list[tuple[RaftGroup, tuple[Entry, ...], list[Any]]]
+"""Per group that applied entries this cycle: the entries and their results."""
+
+
+def tick_groups(groups: list[RaftGroup], quiesce_after_ticks: int) -> int:
+    """Tick every awake group; a leader idle for ``quiesce_after_ticks`` ticks (0: never)
+    that may quiesce does. Returns how many quiesced."""
+    quiesced = 0
+    for g in groups:
+        node = g.node
+        if node.quiesced:
+            continue  # a sleeping group costs nothing
+        node.tick()
+        g.idle_ticks += 1
+        if (
+            quiesce_after_ticks
+            and g.idle_ticks >= quiesce_after_ticks
+            and node.is_leader
+            and node.maybe_quiesce()
+        ):
+            quiesced += 1
+    return quiesced
+
+
+def take_messages(groups: list[RaftGroup]) -> list[Message]:
+    """Every message the groups' cores queued since their last Ready (sent early)."""
+    return [m for g in groups for m in g.node.take_messages()]
+
+
+def collect_readies(groups: list[RaftGroup]) -> Readies:
+    """Each group's pending Ready, for the groups that have one."""
+    return [(g, g.node.ready()) for g in groups if g.node.has_ready()]
+
+
+def needs_fsync(persisted: HardState, rd: Ready) -> bool:
+    """Whether persisting ``rd`` must be fsynced before anything it promises leaves.
+
+    Entries, snapshots, a new term or a vote must be durable first (etcd's MustSync). A
+    hard state that only advances the commit index need not be: a commit index lost in a
+    crash is learned again from the leader, so it rides along unsynced.
+    """
+    if rd.entries or (rd.snapshot is not None and not rd.snapshot.is_empty):
+        return True
+    hs = rd.hard_state
+    return hs is not None and (hs.term != persisted.term or hs.vote != persisted.vote)
+
+
+def stage_readies(readies: Readies, batch: WriteBatch) -> tuple[bool, bool, int]:
+    """Stage every Ready's snapshot, entries and hard state into ``batch`` (restoring a
+    snapshot into the state machine too). Returns (must fsync, a snapshot was restored,
+    entries staged)."""
+    must_sync = False
+    restored = False
+    persisted = 0
+    for g, rd in readies:
+        if rd.entries or rd.committed_entries or rd.read_states or rd.snapshot:
+            g.idle_ticks = 0
+        must_sync |= needs_fsync(g.storage.hard_state, rd)
+        g.storage.stage(batch, hard_state=rd.hard_state, entries=rd.entries, snapshot=rd.snapshot)
+        snap = rd.snapshot
+        if snap is not None and not snap.is_empty:
+            g.sm.restore(snap.data, batch)
+            g.restores += 1
+            log.info(
+                "group %d: installing a snapshot at index %d (term %d) from the leader",
+                g.group_id,
+                snap.meta.index,
+                snap.meta.term,
+            )
+            restored = True
+        persisted += len(rd.entries)
+    return must_sync, restored, persisted
+
+
+def early_messages(readies: Readies) -> list[Message]:
+    """The messages that may leave before the Readies are persisted."""
+    return [m for _, rd in readies for m in rd.messages]
+
+
+def late_messages(readies: Readies) -> list[Message]:
+    """The messages that promise durability (sent once the Readies are persisted)."""
+    return [m for _, rd in readies for m in rd.messages_after_persist]
+
+
+def committed_count(readies: Readies) -> int:
+    """Entries committed in these Readies."""
+    return sum(len(rd.committed_entries) for _, rd in readies)
+
+
+def apply_readies(readies: Readies, batch: WriteBatch) -> tuple[Applied, int, int]:
+    """Apply every Ready's committed entries into ``batch`` and answer their proposals.
+    Returns the results per group, the entries applied, and how many of them were
+    proposals (normal entries with data)."""
+    applied: Applied = []
+    proposals = 0
+    count = 0
+    for g, rd in readies:
+        entries = rd.committed_entries
+        if entries:
+            results = g.sm.apply(entries, batch)
+            applied.append((g, entries, results))
+            g._complete_proposals(entries, results)
+            count += len(entries)
+            for e in entries:
+                if e.kind is EntryKind.NORMAL and e.data:
+                    proposals += 1
+        if rd.conf_state is not None:
+            g.storage.stage_conf_state(batch, rd.conf_state)
+    return applied, count, proposals
+
+
+def commit_staged(readies: Readies) -> None:
+    """The staged writes of every Ready are in the engine now."""
+    for g, _ in readies:
+        g.storage.commit_staged()
+
+
+def mark_durable(applied: Applied) -> None:
+    """The applied entries' writes are in the engine: raise each group's durable applied
+    index."""
+    for g, entries, _ in applied:
+        g.durable_applied = max(g.durable_applied, entries[-1].index)
+
+
+def serve_reads(applied: Applied) -> None:
+    """Serve the reads the groups' applied state now allows."""
+    for g, _, _ in applied:
+        g._serve_reads()
+
+
+def advance_readies(readies: Readies) -> None:
+    """Tell every core its Ready is handled, and queue the reads it confirmed."""
+    for g, rd in readies:
+        g.node.advance(rd)
+        g._add_read_states(rd)
+
+
+def by_peer(msgs: Sequence[Message]) -> dict[str, list[Message]]:
+    """``msgs`` grouped by destination, in order."""
+    out: dict[str, list[Message]] = {}
+    for m in msgs:
+        dst = m.dst
+        lst = out.get(dst)
+        if lst is None:
+            out[dst] = [m]
+        else:
+            lst.append(m)
+    return out

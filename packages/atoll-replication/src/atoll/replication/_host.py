@@ -54,10 +54,27 @@ from atoll.core import (
 from ._config import RaftConfig
 from ._core import RaftNode
 from ._engine_log import EngineLogStorage
-from ._group import RaftGroup
+from ._group import (
+    Applied,
+    RaftGroup,
+    Readies,
+    advance_readies,
+    apply_readies,
+    by_peer,
+    collect_readies,
+    commit_staged,
+    committed_count,
+    early_messages,
+    late_messages,
+    mark_durable,
+    serve_reads,
+    stage_readies,
+    take_messages,
+    tick_groups,
+)
 from ._ready import Ready
 from ._storage import GroupStateMachine
-from ._types import Entry, EntryKind, HardState, Message, SnapshotMeta
+from ._types import Entry, Message, SnapshotMeta
 from ._wire import BATCH_FRAME, decode_batch, encode_batch
 
 __all__ = ["BATCH_FRAME", "GroupStateMachine", "RaftGroup", "RaftHost"]
@@ -296,32 +313,20 @@ class RaftHost:
         while not self._closed:
             await anyio.sleep(max(0.0, next_tick - anyio.current_time()))
             now = anyio.current_time()
-            for g in list(self.groups.values()):
-                node = g.node
-                if node.quiesced:
-                    continue  # a sleeping group costs nothing
-                node.tick()
-                g.idle_ticks += 1
-                if (
-                    self.quiesce_after_ticks
-                    and g.idle_ticks >= self.quiesce_after_ticks
-                    and node.is_leader
-                    and node.maybe_quiesce()
-                ):
-                    self.stats["quiesced"] += 1
+            self.stats["quiesced"] += tick_groups(
+                list(self.groups.values()), self.quiesce_after_ticks
+            )
             # Never bunch up ticks after a stall: one tick per interval, from now.
             next_tick = max(next_tick + self.tick_seconds, now + self.tick_seconds / 2)
             if self._in_cycle:
-                early = [m for g in list(self.groups.values()) for m in g.node.take_messages()]
+                early = take_messages(list(self.groups.values()))
                 if early:
                     await self._send_all(early)
             self.wake()
 
     async def cycle(self) -> int:
         """Handle every group's pending Ready once; returns how many groups had one."""
-        readies: list[tuple[RaftGroup, Ready]] = [
-            (g, g.node.ready()) for g in list(self.groups.values()) if g.node.has_ready()
-        ]
+        readies = collect_readies(list(self.groups.values()))
         if not readies:
             if self._bg is not None and self._bg.future.done():
                 await self._drain_bg()  # a failed background write is retried here
@@ -331,32 +336,14 @@ class RaftHost:
         self.stats["cycles"] += 1
         # 1. persist every group's Ready into one batch (one fsync for all of them)
         batch = WriteBatch()
-        must_sync = False
-        restored = False
-        for g, rd in readies:
-            if rd.entries or rd.committed_entries or rd.read_states or rd.snapshot:
-                g.idle_ticks = 0
-            must_sync |= _needs_fsync(g.storage.hard_state, rd)
-            g.storage.stage(
-                batch, hard_state=rd.hard_state, entries=rd.entries, snapshot=rd.snapshot
-            )
-            if rd.snapshot is not None and not rd.snapshot.is_empty:
-                g.sm.restore(rd.snapshot.data, batch)
-                g.restores += 1
-                log.info(
-                    "group %d: installing a snapshot at index %d (term %d) from the leader",
-                    g.group_id,
-                    rd.snapshot.meta.index,
-                    rd.snapshot.meta.term,
-                )
-                restored = True
-            self.stats["entries_persisted"] += len(rd.entries)
+        must_sync, restored, staged = stage_readies(readies, batch)
+        self.stats["entries_persisted"] += staged
         early_sent = False
         if self._bg is not None:
             # The previous cycle's state-machine write is still running. The messages
             # that may leave before this cycle's write go now, then it is awaited:
             # applying reads the engine, and writes stay in order.
-            early = [m for _, rd in readies for m in rd.messages]
+            early = early_messages(readies)
             if early:
                 await self._send_all(early)
             early_sent = True
@@ -366,7 +353,7 @@ class RaftHost:
         # the in-memory apply, as etcd does. Reads still wait until the applied state is
         # written (the read barrier checks the durable applied index).
         sync = must_sync and self.sync
-        applied: list[tuple[RaftGroup, tuple[Entry, ...], list[Any]]] = []
+        applied: Applied = []
         if restored:
             # The applied entries need the restored state: a second write.
             await self._persist(batch, readies, sync=sync, early_sent=early_sent)
@@ -380,19 +367,18 @@ class RaftHost:
             # and the applied state, which the log can rebuild): the write runs in the
             # background and the next cycle need not wait for it to start.
             applied = self._apply(readies, batch)
-            for g, _ in readies:
-                g.storage.commit_staged()
+            commit_staged(readies)
             self._start_bg(batch, applied)
             applied = []
             if not early_sent:
-                early = [m for _, rd in readies for m in rd.messages]
+                early = early_messages(readies)
                 if early:
                     await self._send_all(early)
             await self._send_late(readies)
         elif (
             sync
             and self.separate_apply_entries
-            and (sum(len(rd.committed_entries) for _, rd in readies) >= self.separate_apply_entries)
+            and committed_count(readies) >= self.separate_apply_entries
         ):
             # A big apply runs while the log's fsync does, and its writes (a page per
             # random key on a B-tree engine) go in a second write after the responses
@@ -416,15 +402,13 @@ class RaftHost:
             await self._persist(batch, readies, sync=sync, early_sent=early_sent)
             await self._send_late(readies)
         # The applied entries' writes are in the engine now.
-        for g, entries, _ in applied:
-            g.durable_applied = max(g.durable_applied, entries[-1].index)
+        mark_durable(applied)
         if restored:
             for g, rd in readies:
                 if rd.snapshot is not None and not rd.snapshot.is_empty:
                     g.durable_applied = g.sm.applied_index()
         # 3. the reads the applied state allows
-        for g, _, _ in applied:
-            g._serve_reads()
+        serve_reads(applied)
         # 4. reads, events, snapshots, advance
         snap_batch = WriteBatch()
         compacted: list[RaftGroup] = []
@@ -436,9 +420,7 @@ class RaftHost:
                 if self._bg is not None:
                     await self._drain_bg()  # the snapshot reads the applied state
                 self._start_snapshot(g, snap_batch, compacted)
-        for g, rd in readies:
-            g.node.advance(rd)
-            g._add_read_states(rd)
+        advance_readies(readies)
         await self._write_snapshots(snap_batch, compacted)
         return len(readies)
 
@@ -455,7 +437,7 @@ class RaftHost:
         starts on the writer thread first, the sends run meanwhile (a peer slow to take
         them never delays the fsync), then ``meanwhile`` (CPU work that overlaps the
         write), then the write is awaited. ``early_sent``: those messages already left."""
-        early = [] if early_sent else [m for _, rd in readies for m in rd.messages]
+        early = [] if early_sent else early_messages(readies)
         if batch:
             started = self._submit(batch, sync)
             try:
@@ -473,8 +455,7 @@ class RaftHost:
                 await self._send_all(early)
             if meanwhile is not None:
                 meanwhile()
-        for g, _ in readies:
-            g.storage.commit_staged()
+        commit_staged(readies)
 
     def _start_bg(
         self, batch: WriteBatch, applied: list[tuple[RaftGroup, tuple[Entry, ...], list[Any]]]
@@ -513,30 +494,17 @@ class RaftHost:
 
     async def _send_late(self, readies: list[tuple[RaftGroup, Ready]]) -> None:
         """Send the messages that promise durability (after the log's write)."""
-        late = [m for _, rd in readies for m in rd.messages_after_persist]
+        late = late_messages(readies)
         if late:
             await self._send_all(late)
 
-    def _apply(
-        self, readies: list[tuple[RaftGroup, Ready]], batch: WriteBatch
-    ) -> list[tuple[RaftGroup, tuple[Entry, ...], list[Any]]]:
+    def _apply(self, readies: Readies, batch: WriteBatch) -> Applied:
         """Apply every Ready's committed entries into ``batch`` and answer their
         proposals; results per group."""
-        applied: list[tuple[RaftGroup, tuple[Entry, ...], list[Any]]] = []
-        for g, rd in readies:
-            if rd.committed_entries:
-                results = g.sm.apply(rd.committed_entries, batch)
-                applied.append((g, rd.committed_entries, results))
-                g._complete_proposals(rd.committed_entries, results)
-                self.stats["entries_applied"] += len(rd.committed_entries)
-                if self._m_proposals is not None:
-                    self._m_proposals.inc(
-                        sum(
-                            1 for e in rd.committed_entries if e.kind is EntryKind.NORMAL and e.data
-                        )
-                    )
-            if rd.conf_state is not None:
-                g.storage.stage_conf_state(batch, rd.conf_state)
+        applied, count, proposals = apply_readies(readies, batch)
+        self.stats["entries_applied"] += count
+        if proposals and self._m_proposals is not None:
+            self._m_proposals.inc(proposals)
         return applied
 
     def _start_snapshot(self, g: RaftGroup, batch: WriteBatch, compacted: list[RaftGroup]) -> None:
@@ -673,10 +641,7 @@ class RaftHost:
         return asyncio.wrap_future(self._writer.submit(self.engine.write, batch, sync=sync))
 
     async def _send_all(self, msgs: Sequence[Message]) -> None:
-        by_peer: dict[str, list[Message]] = {}
-        for m in msgs:
-            by_peer.setdefault(m.dst, []).append(m)
-        for peer, ms in by_peer.items():
+        for peer, ms in by_peer(msgs).items():
             await self._send_peer(peer, ms)
 
     async def _send_peer(self, peer: str, msgs: list[Message]) -> None:
@@ -730,19 +695,6 @@ class _BackgroundWrite:
         self.future = future
         self.batch = batch
         self.applied = applied
-
-
-def _needs_fsync(persisted: HardState, rd: Ready) -> bool:
-    """Whether persisting ``rd`` must be fsynced before anything it promises leaves.
-
-    Entries, snapshots, a new term or a vote must be durable first (etcd's MustSync). A
-    hard state that only advances the commit index need not be: a commit index lost in a
-    crash is learned again from the leader, so it rides along unsynced.
-    """
-    if rd.entries or (rd.snapshot is not None and not rd.snapshot.is_empty):
-        return True
-    hs = rd.hard_state
-    return hs is not None and (hs.term != persisted.term or hs.vote != persisted.vote)
 
 
 async def _finish_shielded(done: asyncio.Future[None]) -> None:
