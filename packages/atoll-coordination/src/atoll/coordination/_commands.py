@@ -27,9 +27,7 @@ once (Raft thesis section 6.3).
 from __future__ import annotations
 
 import struct
-from typing import Any
-
-import attrs
+from typing import Any, ClassVar
 
 from atoll.core import FrameError, InvalidRequest, decode_frame
 
@@ -47,56 +45,115 @@ __all__ = [
 ]
 
 
-@attrs.define(slots=True, unsafe_hash=True)
-class PutCommand:
-    """Set ``key`` to ``value``."""
+class _Value:
+    """Value semantics for the command classes: equality, hashing and ``repr`` over
+    ``_FIELDS``. The commands are plain slotted classes (not attrs classes) so that,
+    compiled with mypyc, they are native classes: every replica builds one per applied
+    write, and an attrs ``__init__`` stays interpreted. Treat them as immutable."""
 
-    key: bytes
-    value: bytes
-    client_id: str = ""
-    seq: int = 0
-    acked: int = 0
-    """Every seq below this one has been answered to the client and may be forgotten."""
+    __slots__ = ()
+    _FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def _key(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Value)
+        return self._key() == other._key()
+
+    def __ne__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Value)
+        return self._key() != other._key()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._key()))
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
+        return f"{type(self).__name__}({body})"
 
 
-@attrs.define(slots=True, unsafe_hash=True)
-class DeleteCommand:
+class PutCommand(_Value):
+    """Set ``key`` to ``value``. ``acked``: every seq below this one has been answered to
+    the client and may be forgotten (all commands)."""
+
+    __slots__ = ("acked", "client_id", "key", "seq", "value")
+    _FIELDS: ClassVar[tuple[str, ...]] = ("key", "value", "client_id", "seq", "acked")
+
+    def __init__(
+        self, key: bytes, value: bytes, client_id: str = "", seq: int = 0, acked: int = 0
+    ) -> None:
+        self.key = key
+        self.value = value
+        self.client_id = client_id
+        self.seq = seq
+        self.acked = acked
+
+
+class DeleteCommand(_Value):
     """Remove ``key`` (absent keys are fine; ``existed`` in the result says which)."""
 
-    key: bytes
-    client_id: str = ""
-    seq: int = 0
-    acked: int = 0
+    __slots__ = ("acked", "client_id", "key", "seq")
+    _FIELDS: ClassVar[tuple[str, ...]] = ("key", "client_id", "seq", "acked")
+
+    def __init__(self, key: bytes, client_id: str = "", seq: int = 0, acked: int = 0) -> None:
+        self.key = key
+        self.client_id = client_id
+        self.seq = seq
+        self.acked = acked
 
 
-@attrs.define(slots=True, unsafe_hash=True)
-class CasCommand:
+class CasCommand(_Value):
     """Compare-and-set: if ``key`` currently holds ``expected`` (None = absent), set it to
     ``new`` (None = delete). The result says whether it swapped and what was there."""
 
-    key: bytes
-    expected: bytes | None
-    new: bytes | None
-    client_id: str = ""
-    seq: int = 0
-    acked: int = 0
+    __slots__ = ("acked", "client_id", "expected", "key", "new", "seq")
+    _FIELDS: ClassVar[tuple[str, ...]] = ("key", "expected", "new", "client_id", "seq", "acked")
+
+    def __init__(
+        self,
+        key: bytes,
+        expected: bytes | None,
+        new: bytes | None,
+        client_id: str = "",
+        seq: int = 0,
+        acked: int = 0,
+    ) -> None:
+        self.key = key
+        self.expected = expected
+        self.new = new
+        self.client_id = client_id
+        self.seq = seq
+        self.acked = acked
 
 
-@attrs.define(slots=True, unsafe_hash=True)
-class WriteBatchCommand:
+class WriteBatchCommand(_Value):
     """Several puts (value) and deletes (None) applied atomically in one entry."""
 
-    items: tuple[tuple[bytes, bytes | None], ...]
-    client_id: str = ""
-    seq: int = 0
-    acked: int = 0
+    __slots__ = ("acked", "client_id", "items", "seq")
+    _FIELDS: ClassVar[tuple[str, ...]] = ("items", "client_id", "seq", "acked")
+
+    def __init__(
+        self,
+        items: tuple[tuple[bytes, bytes | None], ...],
+        client_id: str = "",
+        seq: int = 0,
+        acked: int = 0,
+    ) -> None:
+        self.items = items
+        self.client_id = client_id
+        self.seq = seq
+        self.acked = acked
 
 
 Command = PutCommand | DeleteCommand | CasCommand | WriteBatchCommand
 
 
-@attrs.frozen(slots=True)
-class CommandResult:
+class CommandResult(_Value):
     """What applying a command produced.
 
     ``ok`` is False only for a failed compare-and-set; ``previous`` is the value before the
@@ -104,10 +161,20 @@ class CommandResult:
     session table without applying it again.
     """
 
-    ok: bool = True
-    previous: bytes | None = None
-    existed: bool = False
-    duplicate: bool = False
+    __slots__ = ("duplicate", "existed", "ok", "previous")
+    _FIELDS: ClassVar[tuple[str, ...]] = ("ok", "previous", "existed", "duplicate")
+
+    def __init__(
+        self,
+        ok: bool = True,
+        previous: bytes | None = None,
+        existed: bool = False,
+        duplicate: bool = False,
+    ) -> None:
+        self.ok = ok
+        self.previous = previous
+        self.existed = existed
+        self.duplicate = duplicate
 
 
 def _session(cmd: Command) -> dict[str, Any]:
@@ -164,6 +231,18 @@ def decode_command(data: bytes) -> Command:
     """Decode a log entry payload; raises :class:`InvalidRequest` on anything malformed."""
     if not data or data[0] != _MAGIC:
         return _decode_frame_command(data)
+    # Declared types let the compiled build use native integers (``unpack_from``
+    # returns a tuple of Any).
+    kind: int
+    clen: int
+    seq: int
+    acked: int
+    klen: int
+    elen: int
+    vlen: int
+    flags: int
+    present: int
+    count: int
     try:
         _, kind, clen = _HEAD.unpack_from(data, 0)
         pos = _HEAD.size + clen
