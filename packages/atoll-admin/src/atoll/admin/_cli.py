@@ -107,7 +107,7 @@ def dev_up(
     elif native:
         console.print(
             "core:    pure Python; [bold]uv run python -m atoll.core.native build[/] "
-            "compiles it (~7-18% less CPU per operation; nodes started after it use it)"
+            "compiles it (~30% less node CPU per operation; nodes started after it use it)"
         )
 
 
