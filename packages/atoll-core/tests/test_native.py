@@ -171,7 +171,15 @@ def test_old_builds_are_pruned_but_the_newest_few_kept(fakepkg: Path) -> None:
     (other / "manifest.json").write_text(json.dumps({"package": "somethingelse"}))
     keep = cache / "new"
     keep.mkdir()
-    native._prune("atollnativefake", keep=keep)
+    elsewhere = []
+    for i in range(5):  # builds of the same package from another checkout
+        d = cache / f"elsewhere{i}"
+        d.mkdir()
+        doc = {"package": "atollnativefake", "source": "/another/checkout"}
+        (d / "manifest.json").write_text(json.dumps(doc))
+        elsewhere.append(d.name)
+    native._prune("atollnativefake", keep=keep, source=str(fakepkg))
     left = sorted(p.name for p in cache.iterdir())
     assert "new" in left and "other" in left
     assert len([n for n in left if n.startswith("old")]) == native.KEEP_BUILDS - 1
+    assert all(n in left for n in elsewhere)  # another checkout's builds are kept

@@ -258,7 +258,12 @@ def _compile(
             for lib in work.glob(f"{_group(package)}__mypyc.*"):
                 shutil.copy2(lib, stage / lib.name)
                 built.append(lib.name)
-            manifest = {"package": package, "modules": list(modules), "files": built}
+            manifest = {
+                "package": package,
+                "modules": list(modules),
+                "files": built,
+                "source": str(source_dir),
+            }
             (stage / "manifest.json").write_text(json.dumps(manifest, indent=1))
             if root.exists():
                 shutil.rmtree(root)
@@ -266,21 +271,26 @@ def _compile(
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
-    _prune(package, keep=root)
+    _prune(package, keep=root, source=str(source_dir))
     return root
 
 
-def _prune(package: str, *, keep: Path, builds: int = KEEP_BUILDS) -> None:
-    """Delete all but the ``builds`` newest builds of ``package`` (never ``keep``).
+def _prune(package: str, *, keep: Path, source: str = "", builds: int = KEEP_BUILDS) -> None:
+    """Delete all but the ``builds`` newest builds of ``package`` from the same
+    ``source`` directory (never ``keep``).
 
-    Several checkouts share the cache, so older builds are not deleted at once: one
-    whose sources come back (a branch switched back) is used again without a rebuild.
+    Older builds are not deleted at once: one whose sources come back (a branch switched
+    back) is used again without a rebuild. Builds of other checkouts sharing the cache
+    (another clone, a worktree) are left alone: pruning them made those checkouts fall
+    back to pure Python without a word. A build whose manifest names no source (written
+    before sources were recorded) counts as this checkout's.
     """
     found: list[tuple[float, Path]] = []
     for d in keep.parent.iterdir():
         m = d / "manifest.json"
         try:
-            if d != keep and json.loads(m.read_text()).get("package") == package:
+            doc = json.loads(m.read_text())
+            if d != keep and doc.get("package") == package and doc.get("source", source) == source:
                 found.append((m.stat().st_mtime, d))
         except (OSError, ValueError, AttributeError):
             continue
