@@ -49,7 +49,9 @@ class _Value:
     """Value semantics for the command classes: equality, hashing and ``repr`` over
     ``_FIELDS``. The commands are plain slotted classes (not attrs classes) so that,
     compiled with mypyc, they are native classes: every replica builds one per applied
-    write, and an attrs ``__init__`` stays interpreted. Treat them as immutable."""
+    write, and an attrs ``__init__`` stays interpreted. Treat them as immutable.
+    atoll-core and atoll-replication have their own copy: a mypyc build covers one
+    package, and a native class cannot inherit from another build's class."""
 
     __slots__ = ()
     _FIELDS: ClassVar[tuple[str, ...]] = ()

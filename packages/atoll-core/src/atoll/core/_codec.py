@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -51,7 +51,41 @@ _U32 = struct.Struct(">I")
 _MAX_HEADER_BYTES = 1024 * 1024
 
 
-class Frame:
+class _Value:
+    """Value semantics for this package's plain classes (:class:`Frame`,
+    ``KVRequest``): equality (same class, equal fields), hashing and ``repr`` over
+    ``_FIELDS``. atoll-replication and atoll-coordination have their own copy: a mypyc
+    build covers one package, and a native class cannot inherit from another build's
+    class.
+    """
+
+    __slots__ = ()
+    _FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def _key(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Value)
+        return self._key() == other._key()
+
+    def __ne__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Value)
+        return self._key() != other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
+        return f"{type(self).__name__}({body})"
+
+
+class Frame(_Value):
     """One message: a type name, a JSON-safe header and raw byte attachments.
 
     ``request_id`` and ``flags`` are set by transports to pair requests with replies;
@@ -61,6 +95,7 @@ class Frame:
     """
 
     __slots__ = ("attachments", "flags", "header", "request_id", "type")
+    _FIELDS: ClassVar[tuple[str, ...]] = ("type", "header", "attachments", "request_id", "flags")
 
     def __init__(
         self,
@@ -94,29 +129,6 @@ class Frame:
     def payload_bytes(self) -> int:
         """Total bytes of the attachments (a cheap size estimate for flow control)."""
         return sum(len(a) for a in self.attachments)
-
-    def _key(self) -> tuple[str, dict[str, Any], tuple[bytes, ...], int, int]:
-        return (self.type, self.header, self.attachments, self.request_id, self.flags)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Frame):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __ne__(self, other: object) -> bool:
-        if not isinstance(other, Frame):
-            return NotImplemented
-        return self._key() != other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())  # a TypeError while the header is a dict, as with attrs
-
-    def __repr__(self) -> str:
-        return (
-            f"Frame(type={self.type!r}, header={self.header!r}, "
-            f"attachments={self.attachments!r}, request_id={self.request_id!r}, "
-            f"flags={self.flags!r})"
-        )
 
 
 _JOIN_SLICE = 4096

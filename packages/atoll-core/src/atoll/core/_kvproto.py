@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
-from ._codec import Frame
+from ._codec import Frame, _Value
 from ._errors import AtollError, InvalidRequest, error_from_wire, error_to_wire
 
 __all__ = [
@@ -67,7 +67,7 @@ class KVOp(enum.StrEnum):
     BATCH = "batch"
 
 
-class KVRequest:
+class KVRequest(_Value):
     """One client key-value request, decoded.
 
     ``partition`` is for batches: the partition all items belong to (the client groups
@@ -88,6 +88,20 @@ class KVRequest:
         "partition",
         "seq",
         "value",
+    )
+    _FIELDS: ClassVar[tuple[str, ...]] = (
+        "op",
+        "keyspace",
+        "epoch",
+        "key",
+        "value",
+        "expected",
+        "items",
+        "consistency",
+        "client_id",
+        "seq",
+        "acked",
+        "partition",
     )
 
     def __init__(
@@ -118,41 +132,6 @@ class KVRequest:
         self.acked = acked
         self.partition = partition
 
-    def _key(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in _KVREQUEST_FIELDS)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, KVRequest):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __ne__(self, other: object) -> bool:
-        if not isinstance(other, KVRequest):
-            return NotImplemented
-        return self._key() != other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        body = ", ".join(f"{name}={getattr(self, name)!r}" for name in _KVREQUEST_FIELDS)
-        return f"KVRequest({body})"
-
-
-_KVREQUEST_FIELDS = (
-    "op",
-    "keyspace",
-    "epoch",
-    "key",
-    "value",
-    "expected",
-    "items",
-    "consistency",
-    "client_id",
-    "seq",
-    "acked",
-    "partition",
-)
 
 _TYPES = {op: f"kv.{op.value}" for op in KVOp}
 

@@ -7,10 +7,21 @@ Never: does IO; a ``Ready`` is data, the shell acts on it.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from atoll.core import LeaderChange
 
 from ._config import RaftConfig
-from ._types import ConfState, Entry, HardState, Message, ReadState, RoleChange, Snapshot
+from ._types import (
+    ConfState,
+    Entry,
+    HardState,
+    Message,
+    ReadState,
+    RoleChange,
+    Snapshot,
+    _Value,
+)
 
 __all__ = ["RaftConfig", "Ready", "ReadyEvent"]
 
@@ -18,7 +29,7 @@ ReadyEvent = LeaderChange | RoleChange
 """What ``Ready.events`` holds."""
 
 
-class Ready:
+class Ready(_Value):
     """One batch of work for the shell. Handle it in this order, then call ``advance``:
 
     1. Persist, atomically and durably: ``snapshot`` (if any), then ``entries`` (first
@@ -36,8 +47,8 @@ class Ready:
     changed. ``snapshot_request``: take a state-machine snapshot at this applied index,
     then compact the log up to ``RaftNode.compaction_floor()`` at most.
 
-    A plain slotted class (built once per group per cycle, by the compiled core); treat
-    it as immutable.
+    A plain slotted class (built once per group per cycle, by the compiled core) with
+    value equality, as the attrs class had; treat it as immutable.
     """
 
     __slots__ = (
@@ -50,6 +61,18 @@ class Ready:
         "messages_after_persist",
         "read_states",
         "snapshot",
+        "snapshot_request",
+    )
+    _FIELDS: ClassVar[tuple[str, ...]] = (
+        "hard_state",
+        "entries",
+        "snapshot",
+        "messages",
+        "messages_after_persist",
+        "committed_entries",
+        "read_states",
+        "conf_state",
+        "events",
         "snapshot_request",
     )
 
@@ -77,10 +100,6 @@ class Ready:
         self.events = events
         self.snapshot_request = snapshot_request
 
-    def __repr__(self) -> str:
-        body = ", ".join(f"{name}={getattr(self, name)!r}" for name in _READY_FIELDS)
-        return f"Ready({body})"
-
     @property
     def truncate_from(self) -> int | None:
         """Stored entries at or above this index must be discarded before appending."""
@@ -106,17 +125,3 @@ class Ready:
             or self.events
             or self.snapshot_request is not None
         )
-
-
-_READY_FIELDS = (
-    "hard_state",
-    "entries",
-    "snapshot",
-    "messages",
-    "messages_after_persist",
-    "committed_entries",
-    "read_states",
-    "conf_state",
-    "events",
-    "snapshot_request",
-)

@@ -9,7 +9,7 @@ Never: holds behaviour beyond trivial helpers, or does IO.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -53,10 +53,47 @@ class EntryKind(enum.IntEnum):
 # makes a changed copy. Equality, hashing and ``repr`` are by value, as attrs' were.
 
 
-class Entry:
+class _Value:
+    """Value semantics for the plain classes below: equality (same class, equal
+    ``_key()``), hashing and ``repr`` over ``_FIELDS``. A subclass on a hot path may
+    override ``_key`` with a direct tuple.
+
+    Each package that compiles such classes has its own copy of this base (atoll-core,
+    atoll-coordination): a mypyc build covers one package, and a native class cannot
+    inherit from another build's class.
+    """
+
+    __slots__ = ()
+    _FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def _key(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Value)
+        return self._key() == other._key()
+
+    def __ne__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Value)
+        return self._key() != other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
+        return f"{type(self).__name__}({body})"
+
+
+class Entry(_Value):
     """One log entry: its position, the term it was created in, and its payload."""
 
     __slots__ = ("data", "index", "kind", "term")
+    _FIELDS: ClassVar[tuple[str, ...]] = ("index", "term", "data", "kind")
 
     def __init__(
         self, index: int, term: int, data: bytes = b"", kind: EntryKind = EntryKind.NORMAL
@@ -71,33 +108,12 @@ class Entry:
         """Approximate bytes this entry costs (payload plus a fixed overhead)."""
         return len(self.data) + 16
 
-    def _key(self) -> tuple[int, int, bytes, EntryKind]:
-        return (self.index, self.term, self.data, self.kind)
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Entry):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __ne__(self, other: object) -> bool:
-        if not isinstance(other, Entry):
-            return NotImplemented
-        return self._key() != other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (
-            f"Entry(index={self.index!r}, term={self.term!r}, data={self.data!r}, "
-            f"kind={self.kind!r})"
-        )
-
-
-class HardState:
+class HardState(_Value):
     """What must be durable before a node answers anyone: term, vote and commit index."""
 
     __slots__ = ("commit", "term", "vote")
+    _FIELDS: ClassVar[tuple[str, ...]] = ("term", "vote", "commit")
 
     def __init__(self, term: int = 0, vote: str | None = None, commit: int = 0) -> None:
         self.term = term
@@ -105,23 +121,8 @@ class HardState:
         self.commit = commit
 
     def _key(self) -> tuple[int, str | None, int]:
+        # Direct: the core compares hard states on every Ready.
         return (self.term, self.vote, self.commit)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, HardState):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __ne__(self, other: object) -> bool:
-        if not isinstance(other, HardState):
-            return NotImplemented
-        return self._key() != other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return f"HardState(term={self.term!r}, vote={self.vote!r}, commit={self.commit!r})"
 
 
 class ConfChangeType(enum.IntEnum):
@@ -229,7 +230,7 @@ class MessageType(enum.IntEnum):
     READ_INDEX_RESP = 14
 
 
-class Message:
+class Message(_Value):
     """One Raft message. Fields a given ``type`` does not use keep their defaults.
 
     ``group_id`` lets a multi-group host route it; ``src``/``dst`` are node ids.
@@ -256,6 +257,25 @@ class Message:
         "stamp",
         "term",
         "type",
+    )
+    _FIELDS: ClassVar[tuple[str, ...]] = (
+        "type",
+        "group_id",
+        "src",
+        "dst",
+        "term",
+        "log_term",
+        "index",
+        "commit",
+        "entries",
+        "reject",
+        "reject_hint",
+        "context",
+        "stamp",
+        "snapshot",
+        "snap_offset",
+        "snap_data",
+        "snap_done",
     )
 
     def __init__(
@@ -302,53 +322,12 @@ class Message:
 
     def replace(self, **changes: Any) -> Message:
         """A copy of this message with ``changes`` (field name -> value) applied."""
-        fields: dict[str, Any] = {name: getattr(self, name) for name in _MESSAGE_FIELDS}
+        fields: dict[str, Any] = {name: getattr(self, name) for name in self._FIELDS}
         for name in changes:
             if name not in fields:
                 raise TypeError(f"Message has no field {name!r}")
         fields.update(changes)
         return Message(**fields)
-
-    def _key(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in _MESSAGE_FIELDS)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Message):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __ne__(self, other: object) -> bool:
-        if not isinstance(other, Message):
-            return NotImplemented
-        return self._key() != other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        body = ", ".join(f"{name}={getattr(self, name)!r}" for name in _MESSAGE_FIELDS)
-        return f"Message({body})"
-
-
-_MESSAGE_FIELDS = (
-    "type",
-    "group_id",
-    "src",
-    "dst",
-    "term",
-    "log_term",
-    "index",
-    "commit",
-    "entries",
-    "reject",
-    "reject_hint",
-    "context",
-    "stamp",
-    "snapshot",
-    "snap_offset",
-    "snap_data",
-    "snap_done",
-)
 
 
 @attrs.frozen(slots=True)
