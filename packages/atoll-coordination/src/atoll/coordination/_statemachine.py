@@ -418,6 +418,12 @@ class PartitionStateMachine:
         self.kv = kv
         self.partition = partition
 
+    @property
+    def state_engine(self) -> StorageEngine:
+        """The engine the state machine reads (a Raft host given this same object as
+        its write-back buffer sends this partition's writes to it)."""
+        return self.kv.engine
+
     def applied_index(self) -> int:
         """The last applied index of this partition."""
         return self.kv.applied_index(self.partition)

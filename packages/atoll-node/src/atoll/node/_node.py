@@ -60,7 +60,7 @@ from atoll.metadata import (
     NodeRecord,
     encode_meta_command,
 )
-from atoll.replication import BATCH_FRAME, RaftHost
+from atoll.replication import BATCH_FRAME, RaftHost, WriteBackEngine
 from atoll.telemetry import EventLoopLagProbe, HealthRegistry, PrometheusMetrics, TelemetryServer
 
 __all__ = ["Node"]
@@ -100,6 +100,7 @@ class Node:
         self.host: RaftHost | None = None
         self.meta: MetaGroupStateMachine | None = None
         self.kv: KVStateMachine | None = None
+        self.write_back: WriteBackEngine | None = None
         self.service: KVService | None = None
         self.started_at = time.time()
         self._map_changed = anyio.Event()
@@ -170,7 +171,10 @@ class Node:
         )
         try:
             self.transport = make_transport(self.pm, cfg.transport, self.node_id, cfg.node.listen)
-            self.kv = KVStateMachine(self.engine)
+            # The partitions' applied state is written back once per tick, not with
+            # every log fsync (the log rebuilds it after a crash).
+            self.write_back = WriteBackEngine(self.engine)
+            self.kv = KVStateMachine(self.write_back)
             self.meta = MetaGroupStateMachine(self.engine, on_change=self._on_map_change)
             self.host = RaftHost(
                 self.node_id,
@@ -184,6 +188,7 @@ class Node:
                 lease_reads=cfg.raft.lease_reads,
                 max_clock_drift=cfg.raft.max_clock_drift_ms / 1000,
                 snapshot_interval_entries=cfg.raft.snapshot_interval_entries,
+                write_back=self.write_back,
                 on_leader_change=self._on_leader_change,
                 metrics=self.metrics,
                 clock=clock_from_env(),

@@ -80,5 +80,6 @@ from ._wire import decode_message as decode_message
 from ._wire import encode_message as encode_message
 from ._wire import frame_to_message as frame_to_message
 from ._wire import message_to_frame as message_to_frame
+from ._writeback import WriteBackEngine as WriteBackEngine
 
 __version__ = "0.2.0"

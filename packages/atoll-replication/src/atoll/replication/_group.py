@@ -122,8 +122,11 @@ class RaftGroup:
         self.restores = 0
         """Snapshots restored into this replica (a snapshot built before one is stale)."""
         self.durable_applied = sm.applied_index()
-        """The last index whose state-machine writes the engine holds (kept here so a
-        read does not ask the engine; the host raises it after each write)."""
+        """The last index whose state-machine writes reads see (kept here so a read does
+        not ask the engine; the host raises it after each write or staging)."""
+        self.deferred = False
+        """Whether the state machine's writes go to the host's write-back buffer (see
+        :class:`~atoll.replication.WriteBackEngine`) instead of the log's write."""
 
     @property
     def group_id(self) -> int:
@@ -364,17 +367,21 @@ def committed_count(readies: Readies) -> int:
     return sum(len(rd.committed_entries) for _, rd in readies)
 
 
-def apply_readies(readies: Readies, batch: WriteBatch) -> tuple[Applied, int, int]:
-    """Apply every Ready's committed entries into ``batch`` and answer their proposals.
-    Returns the results per group, the entries applied, and how many of them were
-    proposals (normal entries with data)."""
+def apply_readies(
+    readies: Readies, batch: WriteBatch, deferred: WriteBatch | None = None
+) -> tuple[Applied, int, int]:
+    """Apply every Ready's committed entries into ``batch`` (a deferred group's into
+    ``deferred``, when given) and answer their proposals. Returns the results per
+    group, the entries applied, and how many of them were proposals (normal entries
+    with data)."""
     applied: Applied = []
     proposals = 0
     count = 0
     for g, rd in readies:
         entries = rd.committed_entries
         if entries:
-            results = g.sm.apply(entries, batch)
+            target = deferred if deferred is not None and g.deferred else batch
+            results = g.sm.apply(entries, target)
             applied.append((g, entries, results))
             g._complete_proposals(entries, results)
             count += len(entries)

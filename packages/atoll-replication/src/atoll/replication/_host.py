@@ -76,6 +76,7 @@ from ._ready import Ready
 from ._storage import GroupStateMachine
 from ._types import Entry, Message, SnapshotMeta
 from ._wire import BATCH_FRAME, decode_batch, encode_batch
+from ._writeback import WriteBackEngine
 
 __all__ = ["BATCH_FRAME", "GroupStateMachine", "RaftGroup", "RaftHost"]
 
@@ -109,6 +110,9 @@ class RaftHost:
         max_uncommitted_bytes: int = 64 * 1024 * 1024,
         quiesce_after_ticks: int | None = None,
         separate_apply_entries: int = 64,
+        write_back: WriteBackEngine | None = None,
+        write_back_ops: int = 8192,
+        write_back_ticks: int = 1,
         clock: Clock | None = None,
         rng: Rng | None = None,
         metrics: MetricsRegistry | None = None,
@@ -133,6 +137,19 @@ class RaftHost:
         self.separate_apply_entries = separate_apply_entries
         """A cycle applying at least this many entries applies them while the log's
         fsync runs and writes their results after the responses leave (0: never)."""
+        self.write_back = write_back
+        """The buffer the state machines that read through it write to (see
+        :class:`WriteBackEngine`): written to the engine once per tick, or sooner when
+        ``write_back_ops`` operations are staged, without an fsync of its own."""
+        self.write_back_ops = write_back_ops
+        self._wb_inflight: tuple[asyncio.Future[None], WriteBatch, int] | None = None
+        """The write-back buffer's write in progress (at most one): its future, batch
+        and mark."""
+        self.write_back_ticks = write_back_ticks
+        self._wb_due = False
+        """``write_back_ticks`` ticks passed since the buffer was last written."""
+        self._wb_ticks = 0
+        self._run_ended = False
         self.clock = clock or SystemClock()
         self.rng = rng or make_rng()
         self.on_leader_change = on_leader_change
@@ -165,6 +182,7 @@ class RaftHost:
             "messages_dropped": 0,
             "bad_frames": 0,
             "quiesced": 0,
+            "write_backs": 0,
         }
         self._m_fsync = self._m_proposals = self._m_leader_changes = None
         if metrics is not None:
@@ -227,6 +245,8 @@ class RaftHost:
         )
         node = RaftNode(cfg, storage, rng=make_rng(self.rng.getrandbits(64)), clock=self.clock)
         group = RaftGroup(self, node, storage, sm)
+        wb = self.write_back
+        group.deferred = wb is not None and getattr(sm, "state_engine", None) is wb
         self.groups[group_id] = group
         self.wake()
         return group
@@ -301,6 +321,7 @@ class RaftHost:
                         self._in_cycle = False
                 tg.cancel_scope.cancel()
         finally:
+            self._run_ended = True
             if self._writer is not None:
                 self._writer.shutdown(wait=False)
                 self._writer = None
@@ -316,6 +337,9 @@ class RaftHost:
             self.stats["quiesced"] += tick_groups(
                 list(self.groups.values()), self.quiesce_after_ticks
             )
+            self._wb_ticks += 1
+            if self._wb_ticks >= self.write_back_ticks:
+                self._wb_due = True
             # Never bunch up ticks after a stall: one tick per interval, from now.
             next_tick = max(next_tick + self.tick_seconds, now + self.tick_seconds / 2)
             if self._in_cycle:
@@ -332,6 +356,7 @@ class RaftHost:
                 await self._drain_bg()  # a failed background write is retried here
             if self._snaps_built:
                 await self._write_snapshots(WriteBatch(), [])
+            self._maybe_write_back()
             return 0
         self.stats["cycles"] += 1
         # 1. persist every group's Ready into one batch (one fsync for all of them)
@@ -355,6 +380,8 @@ class RaftHost:
         sync = must_sync and self.sync
         applied: Applied = []
         if restored:
+            # A restored partition's state replaces what the buffer holds of it.
+            await self._flush_write_back()
             # The applied entries need the restored state: a second write.
             await self._persist(batch, readies, sync=sync, early_sent=early_sent)
             apply_batch = WriteBatch()
@@ -412,6 +439,10 @@ class RaftHost:
         # 4. reads, events, snapshots, advance
         snap_batch = WriteBatch()
         compacted: list[RaftGroup] = []
+        if any(rd.snapshot_request is not None for _, rd in readies):
+            # A snapshot reads the applied state from the engine, and the log is
+            # compacted up to it: the buffer is written out first.
+            await self._flush_write_back()
         for g, rd in readies:
             for ev in rd.events:
                 if isinstance(ev, LeaderChange):
@@ -422,7 +453,88 @@ class RaftHost:
                 self._start_snapshot(g, snap_batch, compacted)
         advance_readies(readies)
         await self._write_snapshots(snap_batch, compacted)
+        self._maybe_write_back()
         return len(readies)
+
+    def _maybe_write_back(self) -> None:
+        """Start writing the write-back buffer when a tick has passed since the last
+        write or it holds ``write_back_ops`` operations, unless a write of it is still
+        running (a failed one is started again)."""
+        wb = self.write_back
+        if wb is None:
+            return
+        inflight = self._wb_inflight
+        if inflight is not None:
+            fut, batch, mark = inflight
+            if not fut.done():
+                return
+            if fut.cancelled() or fut.exception() is not None:
+                self._start_write_back(batch, mark)  # retried until it succeeds
+            return
+        if wb.pending_ops and (self._wb_due or wb.pending_ops >= self.write_back_ops):
+            self._wb_due = False
+            self._wb_ticks = 0
+            batch, mark = wb.take()
+            self._start_write_back(batch, mark)
+
+    def _start_write_back(self, batch: WriteBatch, mark: int) -> None:
+        fut = self._submit(batch, False)
+        entry = (fut, batch, mark)
+        self._wb_inflight = entry
+        fut.add_done_callback(lambda f: self._write_back_done(entry, f))
+
+    def _write_back_done(
+        self, entry: tuple[asyncio.Future[None], WriteBatch, int], fut: asyncio.Future[None]
+    ) -> None:
+        if self._wb_inflight is not entry:
+            return
+        if fut.cancelled() or fut.exception() is not None:
+            exc = None if fut.cancelled() else fut.exception()
+            if self.degraded is None:
+                log.error("writing applied state failed, retrying until it succeeds: %r", exc)
+            if isinstance(exc, StorageError):
+                self.degraded = exc
+            self.wake()  # the next cycle starts it again
+            return
+        self._wb_inflight = None
+        assert self.write_back is not None
+        self.write_back.flushed(entry[2])
+        self.stats["write_backs"] += 1
+
+    async def _flush_write_back_once(self) -> None:
+        """At close: write what the buffer holds, once (a failure is raised, not
+        retried: the log rebuilds the applied state at the next start)."""
+        wb = self.write_back
+        assert wb is not None
+        inflight = self._wb_inflight
+        if inflight is not None:
+            await _finish_shielded(inflight[0])
+            self._wb_inflight = None
+            wb.flushed(inflight[2])
+        if wb.pending_ops:
+            batch, mark = wb.take()
+            await _finish_shielded(self._submit(batch, False))
+            wb.flushed(mark)
+
+    async def _flush_write_back(self) -> None:
+        """Write everything the write-back buffer holds to the engine and wait for it
+        (storage failures are retried until the write succeeds)."""
+        wb = self.write_back
+        if wb is None:
+            return
+        inflight = self._wb_inflight
+        if inflight is not None:
+            fut, batch, mark = inflight
+            await self._write(batch, sync=False, started=fut)
+            if self._wb_inflight is inflight:
+                self._wb_inflight = None
+                wb.flushed(mark)
+                self.stats["write_backs"] += 1
+        if wb.pending_ops:
+            batch, mark = wb.take()
+            await self._write(batch, sync=False)
+            wb.flushed(mark)
+            self.stats["write_backs"] += 1
 
     async def _persist(
         self,
@@ -499,9 +611,17 @@ class RaftHost:
             await self._send_all(late)
 
     def _apply(self, readies: Readies, batch: WriteBatch) -> Applied:
-        """Apply every Ready's committed entries into ``batch`` and answer their
-        proposals; results per group."""
-        applied, count, proposals = apply_readies(readies, batch)
+        """Apply every Ready's committed entries into ``batch`` (the groups that write
+        through the write-back buffer into it) and answer their proposals; results per
+        group."""
+        wb = self.write_back
+        if wb is None:
+            applied, count, proposals = apply_readies(readies, batch)
+        else:
+            deferred = WriteBatch()
+            applied, count, proposals = apply_readies(readies, batch, deferred)
+            if deferred:
+                wb.stage(deferred)
         self.stats["entries_applied"] += count
         if proposals and self._m_proposals is not None:
             self._m_proposals.inc(proposals)
@@ -673,6 +793,12 @@ class RaftHost:
         if bg is not None:
             with contextlib.suppress(Exception):  # lost applies are rebuilt from the log
                 await _finish_shielded(bg.future)
+        if self.write_back is not None and self.write_back.unflushed:
+            with contextlib.suppress(Exception):  # lost applies are rebuilt from the log
+                await self._flush_write_back_once()
+            if self._run_ended and self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
         # A snapshot being built reads an engine view: let it finish (bounded by the
         # partition's size) so the engine is never closed under it.
         if self._snaps_building:
