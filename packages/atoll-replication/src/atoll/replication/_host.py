@@ -611,9 +611,13 @@ class RaftHost:
             await self._send_all(late)
 
     def _apply(self, readies: Readies, batch: WriteBatch) -> Applied:
-        """Apply every Ready's committed entries into ``batch`` (the groups that write
-        through the write-back buffer into it) and answer their proposals; results per
-        group."""
+        """Apply every Ready's committed entries into ``batch`` (those of the groups that
+        write through the write-back buffer into the buffer) and answer their proposals;
+        results per group.
+
+        A deferred group's reads see its applies as soon as they are staged: its
+        waiting reads are served here, before the cycle's write, as its proposals are.
+        """
         wb = self.write_back
         if wb is None:
             applied, count, proposals = apply_readies(readies, batch)
@@ -622,6 +626,10 @@ class RaftHost:
             applied, count, proposals = apply_readies(readies, batch, deferred)
             if deferred:
                 wb.stage(deferred)
+            for g, entries, _ in applied:
+                if g.deferred:
+                    g.durable_applied = max(g.durable_applied, entries[-1].index)
+                    g._serve_reads()
         self.stats["entries_applied"] += count
         if proposals and self._m_proposals is not None:
             self._m_proposals.inc(proposals)
