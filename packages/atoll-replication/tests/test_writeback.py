@@ -5,6 +5,7 @@ rebuilt from the log after a crash, written out before a snapshot)."""
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -302,4 +303,58 @@ async def test_the_buffer_is_written_out_before_a_snapshot_compacts_the_log(
             nodes[n].scope.cancel()
             await nodes[n].transport.close()
             engines[n].close()
+        tg.cancel_scope.cancel()
+
+
+class HoldingEngine:
+    """Wraps an engine; while ``hold`` is set, an unsynced write of Raft state without
+    log entries (a cycle that only advanced the commit index) blocks until ``release``."""
+
+    def __init__(self, inner: StorageEngine) -> None:
+        self._inner = inner
+        self.hold = threading.Event()
+        self.release = threading.Event()
+        self.held = threading.Event()
+
+    def write(self, batch: WriteBatch, *, sync: bool | None = None) -> None:
+        spaces = {ns for _, ns, _, _ in batch.ops}
+        if self.hold.is_set() and not sync and "raft_state" in spaces and "raft_log" not in spaces:
+            self.held.set()
+            self.release.wait(10)
+        self._inner.write(batch, sync=sync)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@pytest.mark.anyio
+async def test_reads_see_staged_applies_without_waiting_for_the_cycles_write(
+    tmp_path: Path,
+) -> None:
+    ids = ["a", "b", "c"]
+    net = MemoryNetwork()
+    inner = {n: MemoryEngine(StorageConfig(backend="memory")) for n in ids}
+    engines = {n: HoldingEngine(inner[n]) for n in ids}
+    async with anyio.create_task_group() as tg:
+        nodes = {n: await _start(tg, net, n, ids, engines[n]) for n in ids}  # type: ignore[arg-type]
+        leader = await _wait_for(lambda: _leader(nodes))
+        g = leader.host.groups[3]
+        await g.propose(b"x", timeout=5)
+        await _wait_for(lambda: all(n.sm.values() == [b"x"] for n in nodes.values()))
+        await _wait_for(lambda: leader.host._bg is None)  # settled: no write in flight
+        gate = engines[leader.host.node_id]
+        gate.hold.set()
+        # The entry's own (synced) write goes through; the leader's next cycle applies
+        # it, answers it, and its commit-index write is held.
+        await g.propose(b"y", timeout=5)
+        await _wait_for(gate.held.is_set)
+        assert leader.sm.values() == [b"x", b"y"]
+        # A linearizable read on the leader needs no write: the apply is staged.
+        with anyio.fail_after(2):
+            await g.read_barrier(timeout=2)
+        gate.release.set()
+        for n in nodes.values():
+            await n.host.close()
+            n.scope.cancel()
+            await n.transport.close()
         tg.cancel_scope.cancel()
