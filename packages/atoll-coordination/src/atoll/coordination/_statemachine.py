@@ -2,9 +2,11 @@
 
 Owns: the on-disk key layout of user data, per-partition applied indexes and the client
 session table; applying put/delete/cas/batch deterministically; reads.
-Never: decides what is committed (Raft does) or writes outside the batch it is handed —
-the Raft host merges that batch into its one write + one fsync per tick, so the applied
-index and the data it covers become durable atomically.
+Never: decides what is committed (Raft does) or writes outside the batch it is handed.
+The applied index goes in the same batch as the data it covers, so they land together:
+in the Raft host's log write, or (on a node, where the state machine reads through a
+:class:`~atoll.replication.WriteBackEngine`) in the write-back the host makes once per
+tick; after a crash the host replays the log from the applied index the engine holds.
 
 Key layout (one storage engine, shared by every partition hosted on the node; the
 "partition" number here is the partition's Raft group id, unique across keyspaces)::

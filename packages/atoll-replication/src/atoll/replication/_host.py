@@ -11,9 +11,12 @@ machine's commands mean.
 Order per cycle (etcd's): persist -> send -> apply -> advance. Leader appends and
 heartbeats (``Ready.messages``) are sent before the fsync finishes; votes and
 acknowledgements (``Ready.messages_after_persist``) only after it. Committed entries'
-state-machine writes join the same batch as the log (one write per cycle). A proposal is
-answered as soon as its entry is committed (durable on a quorum) and applied in memory,
-as etcd does; linearizable reads wait until the applied state is written. Only entries,
+state-machine writes join the same batch as the log (one write per cycle), except those
+of the groups whose state machine reads through the host's write-back buffer
+(:class:`WriteBackEngine`): they are staged there and written once per tick. A proposal
+is answered as soon as its entry is committed (durable on a quorum) and applied in
+memory, as etcd does; linearizable reads wait until reads can see the applied state
+(written, or staged in the buffer). Only entries,
 snapshots, a new term or a vote force an fsync; a commit-index-only hard state does not.
 The fsync runs in a worker thread, so the event loop keeps receiving while the disk
 works, and proposals that arrive meanwhile are batched into the next cycle (group
@@ -423,8 +426,9 @@ class RaftHost:
                 self._start_bg(apply_batch, applied)
                 applied = []
         else:
-            # Small applies join the log's batch: the log, the applied index and the
-            # data become durable in one atomic write.
+            # Small applies join the log's batch (the write-back buffer's groups':
+            # the buffer): the log, the applied index and the data become durable in
+            # one atomic write.
             applied = self._apply(readies, batch)
             await self._persist(batch, readies, sync=sync, early_sent=early_sent)
             await self._send_late(readies)
