@@ -10,25 +10,23 @@ import concurrent.futures
 import contextlib
 import struct
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from host_harness import LogSM, WrappedEngine, wait_for
+from host_harness import open_engine as _engine
 
 from atoll.core import (
     DiskFull,
     Frame,
     NotLeader,
-    StorageConfig,
     StorageEngine,
     Timeout,
     WriteBatch,
-    make_plugin_manager,
-    open_storage,
 )
-from atoll.replication import Entry, EntryKind
 from atoll.replication._host import BATCH_FRAME, RaftHost, _finish_shielded
 from atoll.testing import MemoryNetwork
 from atoll.transport.memory import MemoryTransport
@@ -39,45 +37,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class LogSM:
-    """A test state machine: records every applied entry of its group in the engine."""
-
-    def __init__(self, engine: StorageEngine, group: int) -> None:
-        self.engine = engine
-        self.group = group
-        engine.create_namespace("t")
-        self._applied_key = struct.pack(">IQ", group, 0)
-
-    def applied_index(self) -> int:
-        raw = self.engine.get("t", self._applied_key)
-        return struct.unpack(">Q", raw)[0] if raw else 0
-
-    def apply(self, entries: Sequence[Entry], batch: WriteBatch) -> list[Any]:
-        out = []
-        for e in entries:
-            if e.kind is EntryKind.NORMAL and e.data:
-                batch.put("t", struct.pack(">IQ", self.group, e.index), e.data)
-            out.append(e.index)
-        batch.put("t", self._applied_key, struct.pack(">Q", entries[-1].index))
-        return out
-
-    def values(self) -> list[bytes]:
-        lo, hi = struct.pack(">IQ", self.group, 1), struct.pack(">IQ", self.group + 1, 0)
-        return [v for _, v in self.engine.scan("t", lo, hi)]
-
-    def snapshot(self) -> bytes:
-        return b"\n".join(self.values())
-
-    def restore(self, data: bytes, batch: WriteBatch) -> None:
-        raise AssertionError("not expected in these tests")
-
-
-def _engine(backend: str, path: Path) -> StorageEngine:
-    module = __import__(f"atoll.storage.{backend}._plugin", fromlist=["_plugin"])
-    pm = make_plugin_manager([module], load_entry_points=False)
-    return open_storage(pm, StorageConfig(backend=backend, sync=True), str(path))
 
 
 class Cluster:
@@ -124,15 +83,6 @@ class Cluster:
     def leader(self, group: int) -> str | None:
         leaders = [n for n, h in self.hosts.items() if h.groups[group].is_leader]
         return leaders[0] if len(leaders) == 1 else None
-
-
-async def wait_for(cond: Callable[[], Any], timeout: float = 10.0) -> Any:
-    with anyio.fail_after(timeout):
-        while True:
-            v = cond()
-            if v:
-                return v
-            await anyio.sleep(0.005)
 
 
 @pytest.fixture
@@ -216,16 +166,6 @@ async def test_restart_recovers_log_and_state_from_lmdb(tmp_path: Path) -> None:
             await c.stop(n)
             c.engines[n].close()
         tg.cancel_scope.cancel()
-
-
-class WrappedEngine:
-    """Wraps an engine: what a subclass does not override goes to the engine."""
-
-    def __init__(self, inner: StorageEngine) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 @contextlib.asynccontextmanager

@@ -6,103 +6,95 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from host_harness import LogSM, WrappedEngine, open_engine, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atoll.core import (
-    Frame,
-    StorageConfig,
-    StorageEngine,
-    WriteBatch,
-    make_plugin_manager,
-    open_storage,
-)
-from atoll.replication import Entry, EntryKind, WriteBackEngine
+from atoll.core import Frame, StorageConfig, StorageEngine, WriteBatch
+from atoll.replication import WriteBackEngine
 from atoll.replication._host import BATCH_FRAME, RaftHost
 from atoll.storage.memory import MemoryEngine
-from atoll.testing import MemoryNetwork
+from atoll.testing import MemoryNetwork, apply_ops, batch_op, scan_model
 from atoll.transport.memory import MemoryTransport
 
 # ---------------------------------------------------------------- the buffer alone
 
-_keys = st.binary(min_size=1, max_size=2).map(lambda b: b[:1] if b[0] % 2 else b)
-_ops = st.one_of(
-    st.tuples(st.just("put"), st.sampled_from(["a", "b"]), _keys, st.binary(max_size=3)),
-    st.tuples(st.just("delete"), st.sampled_from(["a", "b"]), _keys, st.just(b"")),
-    st.tuples(st.just("range"), st.sampled_from(["a", "b"]), _keys, _keys),
-    st.tuples(st.just("stage"), st.just(""), st.just(b""), st.just(b"")),
-    st.tuples(st.just("take"), st.just(""), st.just(b""), st.just(b"")),
-    st.tuples(st.just("flush"), st.just(""), st.just(b""), st.just(b"")),
+_step = st.one_of(
+    st.lists(batch_op, min_size=1, max_size=6),  # a batch, staged at once
+    st.just("take"),
+    st.just("flush"),
 )
+_bounds = st.none() | st.binary(min_size=1, max_size=2)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(_ops, max_size=60), st.lists(_keys, min_size=2, max_size=4))
-def test_reads_through_the_buffer_match_a_model(ops: list[Any], bounds: list[bytes]) -> None:
+@given(st.lists(_step, max_size=30), _bounds, _bounds, st.none() | st.integers(0, 3))
+def test_reads_through_the_buffer_match_a_model(
+    steps: list[Any], start: bytes | None, end: bytes | None, limit: int | None
+) -> None:
     engine = MemoryEngine(StorageConfig(backend="memory"))
     for ns in ("a", "b"):
         engine.create_namespace(ns)
     wb = WriteBackEngine(engine)
     model: dict[str, dict[bytes, bytes]] = {"a": {}, "b": {}}
-    batch = WriteBatch()
     taken: list[tuple[WriteBatch, int]] = []
+    touched: set[bytes] = set()
 
     def check() -> None:
         for ns in ("a", "b"):
-            m = model[ns]
-            for k in set(m) | set(bounds):
-                assert wb.get(ns, k) == m.get(k)
-            lo, hi = sorted(bounds[:2])
-            want = sorted((k, v) for k, v in m.items() if lo <= k < hi)
-            assert list(wb.scan(ns, lo, hi)) == want
-            assert list(wb.scan(ns, lo, hi, reverse=True)) == want[::-1]
-            assert list(wb.scan(ns, None, None, limit=2)) == sorted(m.items())[:2]
-            assert list(wb.scan(ns, reverse=True, limit=1)) == sorted(m.items())[::-1][:1]
+            for k in touched:
+                assert wb.get(ns, k) == model[ns].get(k)
+            for reverse in (False, True):
+                got = list(wb.scan(ns, start, end, reverse=reverse, limit=limit))
+                assert got == scan_model(model[ns], start, end, reverse, limit)
 
-    for op, ns, a, b in ops:
-        if op == "put":
-            batch.put(ns, a, b)
-            model[ns][a] = b
-        elif op == "delete":
-            batch.delete(ns, a)
-            model[ns].pop(a, None)
-        elif op == "range":
-            lo, hi = sorted((a, b))
-            if lo == hi:
-                continue
-            batch.delete_range(ns, lo, hi)
-            for k in [k for k in model[ns] if lo <= k < hi]:
-                del model[ns][k]
-        elif op == "stage":
-            wb.stage(batch)
-            batch = WriteBatch()
-        elif op == "take":
-            taken.append(wb.take())
-        elif taken:  # flush the oldest taken batch, as the host does, in order
-            done, mark = taken.pop(0)
-            engine.write(done)
-            wb.flushed(mark)
-        if op in ("stage", "take", "flush") and not batch:
-            check()  # everything in the model is staged (or written) by now
-    wb.stage(batch)
-    check()
-    for done, mark in taken:
+    def flush_oldest() -> None:  # as the host does: in the order they were taken
+        done, mark = taken.pop(0)
         engine.write(done)
         wb.flushed(mark)
-    check()
+
+    for step in steps:
+        if step == "take":
+            taken.append(wb.take())
+        elif step == "flush":
+            if taken:
+                flush_oldest()
+        else:
+            wb.stage(apply_ops(model, step))
+            for kind, _, a, b in step:
+                touched.update((a, b) if kind == "delete_range" else (a,))
+        check()
+    while taken:
+        flush_oldest()
+        check()
     final, mark = wb.take()
     engine.write(final)
     wb.flushed(mark)
     assert not wb.unflushed
+    check()
     for ns in ("a", "b"):
         assert dict(engine.scan(ns)) == model[ns]  # the engine alone holds it all now
-        assert wb.snapshot().scan(ns) is not None
+
+
+def test_a_staged_range_delete_hides_written_keys_until_a_later_put() -> None:
+    engine = MemoryEngine(StorageConfig(backend="memory"))
+    engine.create_namespace("a")
+    wb = WriteBackEngine(engine)
+    wb.stage(WriteBatch().put("a", b"k1", b"1").put("a", b"k2", b"2").put("a", b"z", b"z"))
+    batch, mark = wb.take()
+    engine.write(batch)
+    wb.flushed(mark)  # all three are in the engine, none staged
+    wb.stage(WriteBatch().delete_range("a", b"k", b"l").put("a", b"k2", b"new"))
+    assert wb.get("a", b"k1") is None
+    assert wb.get("a", b"k2") == b"new"
+    assert list(wb.scan("a")) == [(b"k2", b"new"), (b"z", b"z")]
+    assert list(wb.scan("a", reverse=True, limit=2)) == [(b"z", b"z"), (b"k2", b"new")]
+    assert engine.get("a", b"k1") == b"1"  # not written yet
 
 
 def test_a_snapshot_is_refused_while_writes_are_staged() -> None:
@@ -133,49 +125,19 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class BufferedSM:
-    """Records every applied entry of its group, reading and writing through a
-    write-back buffer (``state_engine``)."""
+class BufferedSM(LogSM):
+    """A :class:`LogSM` that reads and writes through a write-back buffer (its
+    ``state_engine``) and builds snapshots from the host's engine view."""
 
-    def __init__(self, wb: WriteBackEngine, group: int) -> None:
-        self.state_engine = wb
-        self.group = group
-        wb.create_namespace("t")
-        self._applied_key = struct.pack(">IQ", group, 0)
-
-    def applied_index(self) -> int:
-        raw = self.state_engine.get("t", self._applied_key)
-        return struct.unpack(">Q", raw)[0] if raw else 0
-
-    def apply(self, entries: Sequence[Entry], batch: WriteBatch) -> list[Any]:
-        for e in entries:
-            if e.kind is EntryKind.NORMAL and e.data:
-                batch.put("t", struct.pack(">IQ", self.group, e.index), e.data)
-        batch.put("t", self._applied_key, struct.pack(">Q", entries[-1].index))
-        return [e.index for e in entries]
-
-    def _range(self) -> tuple[bytes, bytes]:
-        return struct.pack(">IQ", self.group, 1), struct.pack(">IQ", self.group + 1, 0)
-
-    def values(self, engine: Any = None) -> list[bytes]:
-        lo, hi = self._range()
-        return [v for _, v in (engine or self.state_engine).scan("t", lo, hi)]
+    @property
+    def state_engine(self) -> StorageEngine:
+        return self.engine
 
     def snapshot(self) -> bytes:
         raise AssertionError("the host uses snapshot_at")
 
     def snapshot_at(self, view: Any) -> bytes:
-        lo, hi = self._range()
-        return b"\n".join(v for _, v in view.scan("t", lo, hi))
-
-    def restore(self, data: bytes, batch: WriteBatch) -> None:
-        raise AssertionError("not expected in these tests")
-
-
-def _lmdb(path: Path) -> StorageEngine:
-    module = __import__("atoll.storage.lmdb._plugin", fromlist=["_plugin"])
-    pm = make_plugin_manager([module], load_entry_points=False)
-    return open_storage(pm, StorageConfig(backend="lmdb", sync=True), str(path))
+        return b"\n".join(self.values(view))
 
 
 class Node:
@@ -197,7 +159,7 @@ async def _start(
         return None
 
     await t.start(handler)
-    sm = BufferedSM(wb, 3)
+    sm = BufferedSM(wb, 3)  # type: ignore[arg-type]
     g = host.add_group(3, ids, sm)
     assert g.deferred
     node = Node(host, t, sm)
@@ -210,11 +172,20 @@ async def _start(
     return node
 
 
-async def _wait_for(cond: Any, timeout: float = 10.0) -> Any:
-    with anyio.fail_after(timeout):
-        while not (v := cond()):
-            await anyio.sleep(0.005)
-        return v
+async def _crash(nodes: dict[str, Node], engines: dict[str, StorageEngine]) -> None:
+    """Stop every host without closing it (its buffer is lost), then close the engines."""
+    for n, node in nodes.items():
+        node.scope.cancel()
+        await node.transport.close()
+        engines[n].close()
+
+
+async def _stop(nodes: dict[str, Node]) -> None:
+    """Stop every host cleanly (closing it writes its buffer out)."""
+    for node in nodes.values():
+        await node.host.close()
+        node.scope.cancel()
+        await node.transport.close()
 
 
 def _leader(nodes: dict[str, Node]) -> Node | None:
@@ -228,39 +199,32 @@ async def test_applied_state_is_read_from_the_buffer_and_rebuilt_from_the_log_af
 ) -> None:
     ids = ["a", "b", "c"]
     net = MemoryNetwork()
-    engines = {n: _lmdb(tmp_path / n) for n in ids}
+    engines = {n: open_engine("lmdb", tmp_path / n) for n in ids}
     async with anyio.create_task_group() as tg:
         # Never written back on its own: only a close or a snapshot would write it.
         nodes = {n: await _start(tg, net, n, ids, engines[n], write_back_ticks=10**9) for n in ids}
-        leader = await _wait_for(lambda: _leader(nodes))
+        leader = await wait_for(lambda: _leader(nodes))
         for i in range(10):
             await leader.host.groups[3].propose(b"%d" % i, timeout=5)
         want = [b"%d" % i for i in range(10)]
-        await _wait_for(lambda: all(n.sm.values() == want for n in nodes.values()))
+        await wait_for(lambda: all(n.sm.values() == want for n in nodes.values()))
         for n in ids:
             assert nodes[n].sm.values(engines[n]) == []  # staged, not in the engine
             assert nodes[n].host.stats["write_backs"] == 0
-        # A crash: the hosts stop without closing, the buffers are lost.
-        for n in ids:
-            nodes[n].scope.cancel()
-            await nodes[n].transport.close()
-            engines[n].close()
-        engines = {n: _lmdb(tmp_path / n) for n in ids}
+        await _crash(nodes, engines)
+        engines = {n: open_engine("lmdb", tmp_path / n) for n in ids}
         nodes = {n: await _start(tg, net, n, ids, engines[n]) for n in ids}
         # The log was durable: every committed entry is applied again from it, and
         # written back within a tick.
-        await _wait_for(lambda: all(n.sm.values() == want for n in nodes.values()))
-        await _wait_for(lambda: all(nodes[n].sm.values(engines[n]) == want for n in ids))
-        leader = await _wait_for(lambda: _leader(nodes))
+        await wait_for(lambda: all(n.sm.values() == want for n in nodes.values()))
+        await wait_for(lambda: all(nodes[n].sm.values(engines[n]) == want for n in ids))
+        leader = await wait_for(lambda: _leader(nodes))
         await leader.host.groups[3].propose(b"10", timeout=5)
-        await _wait_for(lambda: all(n.sm.values()[-1:] == [b"10"] for n in nodes.values()))
+        await wait_for(lambda: all(n.sm.values()[-1:] == [b"10"] for n in nodes.values()))
         # A clean stop writes what is staged.
+        await _stop(nodes)
         for n in ids:
-            await nodes[n].host.close()
-            nodes[n].scope.cancel()
-            await nodes[n].transport.close()
             assert nodes[n].sm.values(engines[n]) == [*want, b"10"]
-        for n in ids:
             engines[n].close()
         tg.cancel_scope.cancel()
 
@@ -271,17 +235,17 @@ async def test_the_buffer_is_written_out_before_a_snapshot_compacts_the_log(
 ) -> None:
     ids = ["a", "b", "c"]
     net = MemoryNetwork()
-    engines = {n: _lmdb(tmp_path / n) for n in ids}
+    engines = {n: open_engine("lmdb", tmp_path / n) for n in ids}
     async with anyio.create_task_group() as tg:
         kw = {"write_back_ticks": 10**9, "snapshot_interval_entries": 10}
         nodes = {n: await _start(tg, net, n, ids, engines[n], **kw) for n in ids}
-        leader = await _wait_for(lambda: _leader(nodes))
+        leader = await wait_for(lambda: _leader(nodes))
         for i in range(25):
             await leader.host.groups[3].propose(b"%d" % i, timeout=5)
         want = [b"%d" % i for i in range(25)]
-        await _wait_for(lambda: all(n.sm.values() == want for n in nodes.values()))
+        await wait_for(lambda: all(n.sm.values() == want for n in nodes.values()))
         # Compacted at a snapshot: the engine held the applied state at that point.
-        await _wait_for(
+        await wait_for(
             lambda: all(n.host.groups[3].storage.first_index() > 1 for n in nodes.values())
         )
         for n in ids:
@@ -291,27 +255,22 @@ async def test_the_buffer_is_written_out_before_a_snapshot_compacts_the_log(
             assert raw is not None
             assert struct.unpack(">Q", raw)[0] >= first - 1  # no gap before the log
         # Crash and restart: what the engine lacks is still in the log.
-        for n in ids:
-            nodes[n].scope.cancel()
-            await nodes[n].transport.close()
-            engines[n].close()
-        engines = {n: _lmdb(tmp_path / n) for n in ids}
+        await _crash(nodes, engines)
+        engines = {n: open_engine("lmdb", tmp_path / n) for n in ids}
         nodes = {n: await _start(tg, net, n, ids, engines[n]) for n in ids}
-        await _wait_for(lambda: all(n.sm.values() == want for n in nodes.values()))
-        for n in ids:
-            await nodes[n].host.close()
-            nodes[n].scope.cancel()
-            await nodes[n].transport.close()
-            engines[n].close()
+        await wait_for(lambda: all(n.sm.values() == want for n in nodes.values()))
+        await _stop(nodes)
+        for e in engines.values():
+            e.close()
         tg.cancel_scope.cancel()
 
 
-class HoldingEngine:
+class HoldingEngine(WrappedEngine):
     """Wraps an engine; while ``hold`` is set, an unsynced write of Raft state without
     log entries (a cycle that only advanced the commit index) blocks until ``release``."""
 
     def __init__(self, inner: StorageEngine) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.hold = threading.Event()
         self.release = threading.Event()
         self.held = threading.Event()
@@ -322,9 +281,6 @@ class HoldingEngine:
             self.held.set()
             self.release.wait(10)
         self._inner.write(batch, sync=sync)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 @pytest.mark.anyio
@@ -337,24 +293,21 @@ async def test_reads_see_staged_applies_without_waiting_for_the_cycles_write(
     engines = {n: HoldingEngine(inner[n]) for n in ids}
     async with anyio.create_task_group() as tg:
         nodes = {n: await _start(tg, net, n, ids, engines[n]) for n in ids}  # type: ignore[arg-type]
-        leader = await _wait_for(lambda: _leader(nodes))
+        leader = await wait_for(lambda: _leader(nodes))
         g = leader.host.groups[3]
         await g.propose(b"x", timeout=5)
-        await _wait_for(lambda: all(n.sm.values() == [b"x"] for n in nodes.values()))
-        await _wait_for(lambda: leader.host._bg is None)  # settled: no write in flight
+        await wait_for(lambda: all(n.sm.values() == [b"x"] for n in nodes.values()))
+        await wait_for(lambda: leader.host._bg is None)  # settled: no write in flight
         gate = engines[leader.host.node_id]
         gate.hold.set()
         # The entry's own (synced) write goes through; the leader's next cycle applies
         # it, answers it, and its commit-index write is held.
         await g.propose(b"y", timeout=5)
-        await _wait_for(gate.held.is_set)
+        await wait_for(gate.held.is_set)
         assert leader.sm.values() == [b"x", b"y"]
         # A linearizable read on the leader needs no write: the apply is staged.
         with anyio.fail_after(2):
             await g.read_barrier(timeout=2)
         gate.release.set()
-        for n in nodes.values():
-            await n.host.close()
-            n.scope.cancel()
-            await n.transport.close()
+        await _stop(nodes)
         tg.cancel_scope.cancel()

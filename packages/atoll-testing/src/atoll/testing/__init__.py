@@ -28,6 +28,9 @@ _LAZY = {
     "StorageConformance": "._storage_conformance",
     "open_engine_via_plugin": "._storage_conformance",
     "run_storage_state_machine": "._storage_model",
+    "apply_ops": "._storage_model",
+    "batch_op": "._storage_model",
+    "scan_model": "._storage_model",
     "FrameRecorder": "._transport_conformance",
     "TransportConformance": "._transport_conformance",
     "TransportHarness": "._transport_conformance",
@@ -37,7 +40,10 @@ _LAZY = {
 if TYPE_CHECKING:
     from ._storage_conformance import StorageConformance as StorageConformance
     from ._storage_conformance import open_engine_via_plugin as open_engine_via_plugin
+    from ._storage_model import apply_ops as apply_ops
+    from ._storage_model import batch_op as batch_op
     from ._storage_model import run_storage_state_machine as run_storage_state_machine
+    from ._storage_model import scan_model as scan_model
     from ._transport_conformance import FrameRecorder as FrameRecorder
     from ._transport_conformance import TransportConformance as TransportConformance
     from ._transport_conformance import TransportHarness as TransportHarness

@@ -2,7 +2,8 @@
 
 Owns: :func:`run_storage_state_machine` and the rules it runs (put, delete, batches
 with delete_range, scans in both directions, gets, snapshots taken/read/closed, and
-close-then-reopen for durable engines).
+close-then-reopen for durable engines), and the model pieces other engine-like tests
+reuse: the :data:`batch_op` strategy, :func:`apply_ops` and :func:`scan_model`.
 Never: depends on a particular backend; the caller passes an ``open_engine`` factory.
 """
 
@@ -24,7 +25,14 @@ from hypothesis.stateful import (
 
 from atoll.core import StorageEngine, StorageSnapshot, WriteBatch
 
-__all__ = ["OpenEngine", "run_storage_state_machine"]
+__all__ = [
+    "Model",
+    "OpenEngine",
+    "apply_ops",
+    "batch_op",
+    "run_storage_state_machine",
+    "scan_model",
+]
 
 OpenEngine = Callable[[Path, bool], StorageEngine]
 """``open_engine(data_dir, sync)`` -> an open engine."""
@@ -40,16 +48,21 @@ _keys = st.lists(
 _bounds = st.none() | _keys
 _values = st.binary(max_size=8)
 _ns = st.sampled_from(_NAMESPACES)
-_op = st.one_of(
+batch_op = st.one_of(
     st.tuples(st.just("put"), _ns, _keys, _values),
     st.tuples(st.just("delete"), _ns, _keys, st.just(b"")),
     st.tuples(st.just("delete_range"), _ns, _keys, _keys),
 )
+"""One operation of a batch, ``(kind, namespace, a, b)``, over namespaces "a" and "b"
+(a delete_range whose start is not below its end is skipped by :func:`apply_ops`)."""
 
 Model = dict[str, dict[bytes, bytes]]
+"""Per namespace, the keys and values an engine should hold."""
 
 
-def _apply(model: Model, ops: list[tuple[str, str, bytes, bytes]]) -> WriteBatch:
+def apply_ops(model: Model, ops: list[tuple[str, str, bytes, bytes]]) -> WriteBatch:
+    """Apply ``ops`` (drawn from :data:`batch_op`) to ``model``; the same operations as
+    a :class:`WriteBatch` for the engine under test."""
     batch = WriteBatch()
     for kind, ns, a, b in ops:
         if kind == "put":
@@ -65,13 +78,14 @@ def _apply(model: Model, ops: list[tuple[str, str, bytes, bytes]]) -> WriteBatch
     return batch
 
 
-def _scan_model(
+def scan_model(
     data: dict[bytes, bytes],
     start: bytes | None,
     end: bytes | None,
     reverse: bool,
     limit: int | None,
 ) -> list[tuple[bytes, bytes]]:
+    """What a scan of one namespace's ``data`` should return."""
     keys = sorted(k for k in data if (start is None or k >= start) and (end is None or k < end))
     if reverse:
         keys.reverse()
@@ -105,15 +119,15 @@ def run_storage_state_machine(
 
         @rule(ns=_ns, key=_keys, value=_values, sync=st.booleans())
         def put(self, ns: str, key: bytes, value: bytes, sync: bool) -> None:
-            self.engine.write(_apply(self.model, [("put", ns, key, value)]), sync=sync)
+            self.engine.write(apply_ops(self.model, [("put", ns, key, value)]), sync=sync)
 
         @rule(ns=_ns, key=_keys)
         def delete(self, ns: str, key: bytes) -> None:
-            self.engine.write(_apply(self.model, [("delete", ns, key, b"")]))
+            self.engine.write(apply_ops(self.model, [("delete", ns, key, b"")]))
 
-        @rule(ops=st.lists(_op, min_size=1, max_size=8), sync=st.booleans())
+        @rule(ops=st.lists(batch_op, min_size=1, max_size=8), sync=st.booleans())
         def batch(self, ops: list[tuple[str, str, bytes, bytes]], sync: bool) -> None:
-            self.engine.write(_apply(self.model, ops), sync=sync)
+            self.engine.write(apply_ops(self.model, ops), sync=sync)
 
         @rule(ns=_ns, key=_keys)
         def get(self, ns: str, key: bytes) -> None:
@@ -136,7 +150,7 @@ def run_storage_state_machine(
             limit: int | None,
         ) -> None:
             got = list(self.engine.scan(ns, start, end, reverse=reverse, limit=limit))
-            assert got == _scan_model(self.model[ns], start, end, reverse, limit)
+            assert got == scan_model(self.model[ns], start, end, reverse, limit)
 
         @precondition(lambda self: len(self.snapshots) < _MAX_SNAPSHOTS)
         @rule()
@@ -166,7 +180,7 @@ def run_storage_state_machine(
             i = data.draw(st.integers(0, len(self.snapshots) - 1))
             snap, frozen = self.snapshots[i]
             got = list(snap.scan(ns, start, end, reverse=reverse))
-            assert got == _scan_model(frozen[ns], start, end, reverse, None)
+            assert got == scan_model(frozen[ns], start, end, reverse, None)
             assert snap.get(ns, key) == frozen[ns].get(key)
 
         @precondition(lambda self: bool(self.snapshots))
