@@ -341,7 +341,8 @@ class KVStateMachine:
         self.result_cleanup_every = result_cleanup_every
 
     def applied_index(self, partition: int) -> int:
-        """The last log index applied to ``partition`` and made durable (0 if none)."""
+        """The last log index applied to ``partition`` as reads see it (0 if none): in the
+        engine, or staged in the write-back buffer when the engine is one."""
         raw = self.engine.get(NS_APPLIED, _P.pack(partition))
         return _Q.unpack(raw)[0] if raw else 0
 
@@ -356,7 +357,8 @@ class KVStateMachine:
         return PartitionApply(self, partition, batch)
 
     def get(self, partition: int, key: bytes) -> bytes | None:
-        """Read ``key`` of ``partition`` as of the last durable apply."""
+        """Read ``key`` of ``partition`` as of the last apply that reads see (written, or
+        staged in the write-back buffer)."""
         return self.engine.get(NS_DATA, data_key(partition, key))
 
     def scan(

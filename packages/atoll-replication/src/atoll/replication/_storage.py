@@ -242,7 +242,10 @@ class GroupStateMachine(Protocol):
     """What a Raft group applies its committed entries to."""
 
     def applied_index(self) -> int:
-        """The last index applied durably (the host replays the log after it on restart)."""
+        """The last index applied, as the state machine's reads see it (the host replays
+        the log after the engine's on restart). A state machine writing through the
+        host's write-back buffer reports what is staged there; the host writes the
+        buffer out before it relies on the engine holding it (snapshots)."""
         ...
 
     def apply(self, entries: Sequence[Entry], batch: WriteBatch) -> list[Any]:
