@@ -501,8 +501,12 @@ class RaftHost:
             self.wake()  # the next cycle starts it again
             return
         self._wb_inflight = None
+        self._wrote_back(entry[2])
+
+    def _wrote_back(self, mark: int) -> None:
+        """The write-back buffer's batch up to ``mark`` is in the engine."""
         assert self.write_back is not None
-        self.write_back.flushed(entry[2])
+        self.write_back.flushed(mark)
         self.stats["write_backs"] += 1
 
     async def _flush_write_back_once(self) -> None:
@@ -514,11 +518,11 @@ class RaftHost:
         if inflight is not None:
             await _finish_shielded(inflight[0])
             self._wb_inflight = None
-            wb.flushed(inflight[2])
+            self._wrote_back(inflight[2])
         if wb.pending_ops:
             batch, mark = wb.take()
             await _finish_shielded(self._submit(batch, False))
-            wb.flushed(mark)
+            self._wrote_back(mark)
 
     async def _flush_write_back(self) -> None:
         """Write everything the write-back buffer holds to the engine and wait for it
@@ -532,13 +536,11 @@ class RaftHost:
             await self._write(batch, sync=False, started=fut)
             if self._wb_inflight is inflight:
                 self._wb_inflight = None
-                wb.flushed(mark)
-                self.stats["write_backs"] += 1
+                self._wrote_back(mark)
         if wb.pending_ops:
             batch, mark = wb.take()
             await self._write(batch, sync=False)
-            wb.flushed(mark)
-            self.stats["write_backs"] += 1
+            self._wrote_back(mark)
 
     async def _persist(
         self,
