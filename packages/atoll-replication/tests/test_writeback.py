@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 import pytest
 from host_harness import LogSM, WrappedEngine, open_engine, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atoll.core import Frame, StorageConfig, StorageEngine, WriteBatch
-from atoll.replication import WriteBackEngine
+from atoll.replication import Entry, EntryKind, WriteBackEngine
 from atoll.replication._host import BATCH_FRAME, RaftHost
 from atoll.storage.memory import MemoryEngine
 from atoll.testing import MemoryNetwork, apply_ops, batch_op, scan_model
@@ -147,7 +149,13 @@ class Node:
 
 
 async def _start(
-    tg: Any, net: MemoryNetwork, nid: str, ids: list[str], engine: StorageEngine, **kw: Any
+    tg: Any,
+    net: MemoryNetwork,
+    nid: str,
+    ids: list[str],
+    engine: StorageEngine,
+    sm_class: type[BufferedSM] = BufferedSM,
+    **kw: Any,
 ) -> Node:
     wb = WriteBackEngine(engine)
     t = MemoryTransport(net, nid)
@@ -159,7 +167,7 @@ async def _start(
         return None
 
     await t.start(handler)
-    sm = BufferedSM(wb, 3)  # type: ignore[arg-type]
+    sm = sm_class(wb, 3)  # type: ignore[arg-type]
     g = host.add_group(3, ids, sm)
     assert g.deferred
     node = Node(host, t, sm)
@@ -193,6 +201,27 @@ def _leader(nodes: dict[str, Node]) -> Node | None:
     return leaders[0] if len(leaders) == 1 else None
 
 
+async def _start_all(
+    tg: Any, net: MemoryNetwork, engines: dict[str, Any], **kw: Any
+) -> dict[str, Node]:
+    """A host per engine, all replicas of group 3."""
+    ids = list(engines)
+    return {n: await _start(tg, net, n, ids, engines[n], **kw) for n in ids}
+
+
+async def _propose(
+    nodes: dict[str, Node], values: list[bytes], proposals: list[bytes] | None = None
+) -> Node:
+    """Propose ``values`` (or ``proposals``, whose applied values are ``values``) through
+    the leader, wait until every node applied them (on top of what it held); returns
+    the leader."""
+    leader: Node = await wait_for(lambda: _leader(nodes))
+    for v in values if proposals is None else proposals:
+        await leader.host.groups[3].propose(v, timeout=5)
+    await wait_for(lambda: all(n.sm.values()[-len(values) :] == values for n in nodes.values()))
+    return leader
+
+
 @pytest.mark.anyio
 async def test_applied_state_is_read_from_the_buffer_and_rebuilt_from_the_log_after_a_crash(
     tmp_path: Path,
@@ -202,25 +231,20 @@ async def test_applied_state_is_read_from_the_buffer_and_rebuilt_from_the_log_af
     engines = {n: open_engine("lmdb", tmp_path / n) for n in ids}
     async with anyio.create_task_group() as tg:
         # Never written back on its own: only a close or a snapshot would write it.
-        nodes = {n: await _start(tg, net, n, ids, engines[n], write_back_ticks=10**9) for n in ids}
-        leader = await wait_for(lambda: _leader(nodes))
-        for i in range(10):
-            await leader.host.groups[3].propose(b"%d" % i, timeout=5)
+        nodes = await _start_all(tg, net, engines, write_back_ticks=10**9)
         want = [b"%d" % i for i in range(10)]
-        await wait_for(lambda: all(n.sm.values() == want for n in nodes.values()))
+        await _propose(nodes, want)
         for n in ids:
             assert nodes[n].sm.values(engines[n]) == []  # staged, not in the engine
             assert nodes[n].host.stats["write_backs"] == 0
         await _crash(nodes, engines)
         engines = {n: open_engine("lmdb", tmp_path / n) for n in ids}
-        nodes = {n: await _start(tg, net, n, ids, engines[n]) for n in ids}
+        nodes = await _start_all(tg, net, engines)
         # The log was durable: every committed entry is applied again from it, and
         # written back within a tick.
         await wait_for(lambda: all(n.sm.values() == want for n in nodes.values()))
         await wait_for(lambda: all(nodes[n].sm.values(engines[n]) == want for n in ids))
-        leader = await wait_for(lambda: _leader(nodes))
-        await leader.host.groups[3].propose(b"10", timeout=5)
-        await wait_for(lambda: all(n.sm.values()[-1:] == [b"10"] for n in nodes.values()))
+        await _propose(nodes, [b"10"])
         # A clean stop writes what is staged.
         await _stop(nodes)
         for n in ids:
@@ -237,13 +261,11 @@ async def test_the_buffer_is_written_out_before_a_snapshot_compacts_the_log(
     net = MemoryNetwork()
     engines = {n: open_engine("lmdb", tmp_path / n) for n in ids}
     async with anyio.create_task_group() as tg:
-        kw = {"write_back_ticks": 10**9, "snapshot_interval_entries": 10}
-        nodes = {n: await _start(tg, net, n, ids, engines[n], **kw) for n in ids}
-        leader = await wait_for(lambda: _leader(nodes))
-        for i in range(25):
-            await leader.host.groups[3].propose(b"%d" % i, timeout=5)
+        nodes = await _start_all(
+            tg, net, engines, write_back_ticks=10**9, snapshot_interval_entries=10
+        )
         want = [b"%d" % i for i in range(25)]
-        await wait_for(lambda: all(n.sm.values() == want for n in nodes.values()))
+        await _propose(nodes, want)
         # Compacted at a snapshot: the engine held the applied state at that point.
         await wait_for(
             lambda: all(n.host.groups[3].storage.first_index() > 1 for n in nodes.values())
@@ -257,7 +279,7 @@ async def test_the_buffer_is_written_out_before_a_snapshot_compacts_the_log(
         # Crash and restart: what the engine lacks is still in the log.
         await _crash(nodes, engines)
         engines = {n: open_engine("lmdb", tmp_path / n) for n in ids}
-        nodes = {n: await _start(tg, net, n, ids, engines[n]) for n in ids}
+        nodes = await _start_all(tg, net, engines)
         await wait_for(lambda: all(n.sm.values() == want for n in nodes.values()))
         await _stop(nodes)
         for e in engines.values():
@@ -292,11 +314,9 @@ async def test_reads_see_staged_applies_without_waiting_for_the_cycles_write(
     inner = {n: MemoryEngine(StorageConfig(backend="memory")) for n in ids}
     engines = {n: HoldingEngine(inner[n]) for n in ids}
     async with anyio.create_task_group() as tg:
-        nodes = {n: await _start(tg, net, n, ids, engines[n]) for n in ids}  # type: ignore[arg-type]
-        leader = await wait_for(lambda: _leader(nodes))
+        nodes = await _start_all(tg, net, engines)
+        leader = await _propose(nodes, [b"x"])
         g = leader.host.groups[3]
-        await g.propose(b"x", timeout=5)
-        await wait_for(lambda: all(n.sm.values() == [b"x"] for n in nodes.values()))
         await wait_for(lambda: leader.host._bg is None)  # settled: no write in flight
         gate = engines[leader.host.node_id]
         gate.hold.set()
@@ -310,4 +330,72 @@ async def test_reads_see_staged_applies_without_waiting_for_the_cycles_write(
             await g.read_barrier(timeout=2)
         gate.release.set()
         await _stop(nodes)
+        tg.cancel_scope.cancel()
+
+
+class KeyedSM(BufferedSM):
+    """Commands ``p:<name>`` (set key ``name`` to ``name``) and ``d:<name>`` (delete it),
+    through the write-back buffer, with snapshots that restore."""
+
+    def _key(self, name: bytes) -> bytes:
+        return struct.pack(">IQ", self.group, 1) + name
+
+    def apply(self, entries: Sequence[Entry], batch: WriteBatch) -> list[Any]:
+        for e in entries:
+            if e.kind is EntryKind.NORMAL and e.data:
+                op, name = e.data[:2], e.data[2:]
+                if op == b"p:":
+                    batch.put("t", self._key(name), name)
+                else:
+                    batch.delete("t", self._key(name))
+        batch.put("t", self._applied_key, struct.pack(">Q", entries[-1].index))
+        return [e.index for e in entries]
+
+    def snapshot_at(self, view: Any) -> bytes:
+        lo, hi = struct.pack(">IQ", self.group, 1), struct.pack(">IQ", self.group + 1, 0)
+        doc = {
+            "applied": (view.get("t", self._applied_key) or b"").hex(),
+            "items": [[k.hex(), v.hex()] for k, v in view.scan("t", lo, hi)],
+        }
+        return orjson.dumps(doc)
+
+    def restore(self, data: bytes, batch: WriteBatch) -> None:
+        doc = orjson.loads(data)
+        lo, hi = struct.pack(">IQ", self.group, 1), struct.pack(">IQ", self.group + 1, 0)
+        batch.delete_range("t", lo, hi)
+        for k, v in doc["items"]:
+            batch.put("t", bytes.fromhex(k), bytes.fromhex(v))
+        batch.put("t", self._applied_key, bytes.fromhex(doc["applied"]))
+
+
+@pytest.mark.anyio
+async def test_a_restored_snapshot_is_not_shadowed_by_older_staged_writes(
+    tmp_path: Path,
+) -> None:
+    ids = ["a", "b", "c"]
+    net = MemoryNetwork()
+    engines = {n: MemoryEngine(StorageConfig(backend="memory")) for n in ids}
+    async with anyio.create_task_group() as tg:
+        nodes = await _start_all(
+            tg, net, engines, sm_class=KeyedSM, write_back_ticks=10**9, snapshot_interval_entries=10
+        )
+        leader = await _propose(nodes, [b"x"], proposals=[b"p:x"])
+        lagging = next(n for n in ids if nodes[n] is not leader)
+        # The lagging follower holds ``x`` staged, not yet written to its engine.
+        assert nodes[lagging].sm.values() == [b"x"]
+        assert nodes[lagging].sm.values(engines[lagging]) == []
+        net.isolate(lagging)
+        others = {n: node for n, node in nodes.items() if n != lagging}
+        fillers = [b"f%02d" % i for i in range(25)]
+        await _propose(others, fillers, proposals=[b"d:x"] + [b"p:" + f for f in fillers])
+        g = leader.host.groups[3]
+        await wait_for(lambda: g.storage.first_index() > 3)  # compacted past the follower
+        net.heal()
+        # It catches up through the snapshot, which has no ``x``: the staged ``x`` must
+        # neither shadow it nor be written over it afterwards.
+        lg = nodes[lagging].host.groups[3]
+        await wait_for(lambda: lg.restores > 0)
+        await wait_for(lambda: nodes[lagging].sm.values() == fillers)
+        await _stop(nodes)
+        assert nodes[lagging].sm.values(engines[lagging]) == fillers
         tg.cancel_scope.cancel()
