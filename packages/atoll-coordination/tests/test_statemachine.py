@@ -158,20 +158,23 @@ def test_retried_command_applies_once_with_several_in_flight(engine: StorageEngi
     seqs=st.lists(st.integers(1, 60), unique=True, min_size=1, max_size=40),
     ackeds=st.lists(st.integers(0, 60), min_size=40, max_size=40),
     cuts=st.lists(st.integers(1, 40), max_size=4),
-    every=st.sampled_from([1, 4, 64]),
+    restarts=st.lists(st.booleans(), min_size=5, max_size=5),
 )
 def test_session_records_keep_exactly_the_unacknowledged_results(
-    seqs: list[int], ackeds: list[int], cuts: list[int], every: int
+    seqs: list[int], ackeds: list[int], cuts: list[int], restarts: list[bool]
 ) -> None:
     """Session writes are deferred to the end of a run: however the commands fall into
-    runs, the engine ends up with results for every stored seq above the client's acked
-    floor, and a retry of any of them gets its first result back. Acknowledged results
-    are deleted in batches of ``every`` acknowledgements: fewer than that linger, and a
-    retry of an acknowledged seq is answered as such, never applied again."""
+    runs, and whether the process restarts between runs (a new state machine over the
+    same engine, which reads the stored results back), the engine ends up with results
+    for exactly the stored seqs at or above the client's acked floor. A retry of any of
+    them gets its first result back; a retry of an acknowledged seq is answered as
+    such, never applied again. No range delete is written on this path."""
     from atoll.coordination._statemachine import NS_SESSION, _session_result_prefix
+    from atoll.core import OP_DELETE_RANGE
     from atoll.storage.memory import MemoryEngine
 
-    sm = KVStateMachine(MemoryEngine(), result_cleanup_every=every)
+    engine = MemoryEngine()
+    sm = KVStateMachine(engine)
     floor = 0
     stored: set[int] = set()
     commands = []
@@ -183,28 +186,57 @@ def test_session_records_keep_exactly_the_unacknowledged_results(
         if seq >= floor:
             stored.add(seq)
     bounds = sorted({0, len(commands), *(c for c in cuts if c < len(commands))})
-    for lo, hi in itertools.pairwise(bounds):
-        _apply(sm, 2, commands[lo:hi])
+    for n, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        if restarts[n % len(restarts)]:
+            sm = KVStateMachine(engine)
+        batch = WriteBatch()
+        run = sm.begin(2, batch)
+        for i, d in commands[lo:hi]:
+            run.apply(i, d)
+        run.finish()
+        assert all(op[0] != OP_DELETE_RANGE for op in batch.ops)
+        engine.write(batch, sync=False)
     prefix = _session_result_prefix(2, b"c")
     kept = {
         int.from_bytes(k[len(prefix) :], "big")
         for k, _ in sm.engine.scan(NS_SESSION, prefix, prefix + b"\xff" * 9)
     }
-    assert {s for s in kept if s >= floor} == {s for s in stored if s >= floor}
-    lingering = {s for s in kept if s < floor}
-    assert len(lingering) < every
-    if every == 1:
-        assert not lingering
+    assert kept == {s for s in stored if s >= floor}
     assert sm.applied_index(2) == len(commands)
     index = len(commands)
-    for seq in sorted(kept):
+    for seq in sorted(stored):
         index += 1
         retry = _apply(sm, 2, [(index, encode_command(PutCommand(b"k", b"again", "c", seq)))])
-        if seq >= floor:
-            assert retry[0].duplicate and retry[0].ok
-        else:
-            assert retry[0].duplicate and not retry[0].ok
+        assert retry[0].duplicate
+        assert retry[0].ok == (seq >= floor)
     assert sm.get(2, b"k") == b"v"  # no retry was applied again
+
+
+def test_results_an_earlier_process_left_below_the_floor_are_deleted_at_the_next_ack(
+    engine: StorageEngine,
+) -> None:
+    """Results below the acked floor that an earlier process left stored (the previous
+    layout deleted them in batches) are found by the first scan of the client's results
+    and deleted when its floor next rises; the ones above it stay."""
+    from atoll.coordination._statemachine import NS_SESSION, _session_result_prefix
+
+    prefix = _session_result_prefix(0, b"c")
+    leftovers = WriteBatch()
+    for seq in (1, 2, 3):
+        leftovers.put(NS_SESSION, prefix + seq.to_bytes(8, "big"), encode_result(CommandResult()))
+    sm = KVStateMachine(engine)
+    engine.write(leftovers, sync=False)
+    _apply(sm, 0, [(1, encode_command(PutCommand(b"k", b"v", "c", 5, 3)))])
+
+    def stored() -> list[int]:
+        return [
+            int.from_bytes(k[len(prefix) :], "big")
+            for k, _ in engine.scan(NS_SESSION, prefix, prefix + b"\xff" * 9)
+        ]
+
+    assert stored() == [3, 5]
+    _apply(sm, 0, [(2, encode_command(PutCommand(b"k", b"w", "c", 6, 6)))])
+    assert stored() == [6]
 
 
 def test_a_seq_below_the_highest_applied_one_is_applied_once(engine: StorageEngine) -> None:
@@ -270,7 +302,12 @@ def test_sessions_expire_deterministically(engine: StorageEngine) -> None:
     _apply(sm, 0, [(1, encode_command(PutCommand(b"k", b"v", "old", 1)))])
     entries = [(i, encode_command(PutCommand(b"x", b"y", "new", i))) for i in range(2, 30)]
     _apply(sm, 0, entries)
-    # "old" was forgotten: the same seq now applies again (as a new session).
+    # "old" was forgotten, its stored result with it (point deletes, no range delete)...
+    from atoll.coordination._statemachine import NS_SESSION, _session_result_prefix
+
+    prefix = _session_result_prefix(0, b"old")
+    assert list(engine.scan(NS_SESSION, prefix, prefix + b"\xff" * 9)) == []
+    # ...so the same seq now applies again (as a new session).
     assert not _apply(sm, 0, [(30, encode_command(PutCommand(b"k", b"w", "old", 1)))])[0].duplicate
 
 
@@ -319,10 +356,3 @@ def test_session_records_cached_between_runs_follow_a_restored_snapshot() -> Non
     retry = _apply(target, 0, [(4, encode_command(PutCommand(b"k", b"again", "c", 3)))])
     assert retry[0].duplicate and retry[0].ok
     assert target.get(0, b"k") == b"A3"
-
-
-def test_a_cleanup_interval_below_one_is_refused() -> None:
-    from atoll.storage.memory import MemoryEngine
-
-    with pytest.raises(ValueError, match="result_cleanup_every"):
-        KVStateMachine(MemoryEngine(), result_cleanup_every=0)

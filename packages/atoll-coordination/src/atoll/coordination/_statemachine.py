@@ -117,11 +117,14 @@ class PartitionApply:
 
     Session records are small and constant-size per command: one meta record per client
     (acked floor, last index, highest seq) and one result record per unacknowledged seq.
-    Acknowledged results are deleted with one range delete per
-    ``result_cleanup_every`` acknowledgements (never read again: a seq below the floor
-    is answered from the floor), and the results staged in the run are pruned from a
-    heap, so a client with many commands in flight costs O(log n) per command, not
-    O(in flight). The meta records are cached by the state machine between runs.
+    A result is deleted (a point delete) in the run that acknowledges it: it is never
+    read again, since a seq below the floor is answered from the floor. The seqs with a
+    stored result are kept per client in a heap the state machine caches between runs
+    (loaded by one scan the first time a process meets the client in a partition), so a
+    client with many commands in flight costs O(log n) per command, not O(in flight).
+    No range delete is written on this path: an LSM engine (RocksDB) pays for every
+    range tombstone in its memtable on every read. The meta records are cached by the
+    state machine between runs too.
     """
 
     def __init__(self, sm: KVStateMachine, partition: int, batch: WriteBatch) -> None:
@@ -131,13 +134,12 @@ class PartitionApply:
         self._overlay: dict[bytes, bytes | None] = {}
         self._meta: dict[bytes, tuple[int, int, int] | None] = {}
         self._results: dict[tuple[bytes, int], bytes | None] = {}
-        self._result_seqs: dict[bytes, list[int]] = {}
-        """Per client, a heap of the seqs with a live entry in ``_results`` (popped as
-        acks rise)."""
+        """Results stored (or deleted: None) in this run, by (client, seq)."""
+        self._live = sm._live.setdefault(partition, {})
+        """The state machine's cache, per client, of the heap of seqs with a stored
+        result in this partition (popped and deleted as acks rise)."""
         self.applied = sm._last_applied(partition)
         self._applied_at_start = self.applied
-        self._acked_from: dict[bytes, int] = {}
-        """Per client, its acked floor before this run first raised it."""
         self._sessions = sm._sessions.setdefault(partition, {})
         """The state machine's cache of this partition's session records."""
         self._dirty: set[bytes] = set()
@@ -164,6 +166,23 @@ class PartitionApply:
                 known = _decode_meta(raw) if raw is not None else None
             self._meta[client] = known
         return self._meta[client]
+
+    def _stored_seqs(self, client: bytes) -> list[int]:
+        """The heap of ``client``'s seqs with a stored result, read from the engine by a
+        scan the first time this process needs it (the cache is coherent afterwards:
+        every change to it is also written to the run's batch)."""
+        mine = self._live.get(client)
+        if mine is None:
+            prefix = _session_result_prefix(self.partition, client)
+            skip = len(prefix)
+            mine = [
+                _Q.unpack(k[skip:])[0]
+                for k, _ in self._sm.engine.scan(NS_SESSION, prefix, prefix + b"\xff" * 9)
+                if len(k) == skip + 8
+            ]
+            heapq.heapify(mine)
+            self._live[client] = mine
+        return mine
 
     def _cached_result(self, client: bytes, seq: int) -> bytes | None:
         v = self._results.get((client, seq), _MISSING)
@@ -208,19 +227,18 @@ class PartitionApply:
         result = self._execute(cmd)
         new_acked = acked if cmd.acked <= acked else cmd.acked
         if new_acked > acked:
-            # The acknowledged results are deleted once per run, in finish().
-            self._acked_from.setdefault(client, acked)
-            mine = self._result_seqs.get(client)
-            while mine and mine[0] < new_acked:
-                self._results[(client, heapq.heappop(mine))] = None
+            # The acknowledged results are never read again: deleted now.
+            mine = self._stored_seqs(client)
+            if mine and mine[0] < new_acked:
+                prefix = _session_result_prefix(self.partition, client)
+                while mine and mine[0] < new_acked:
+                    done = heapq.heappop(mine)
+                    self._results[(client, done)] = None
+                    self.batch.delete(NS_SESSION, prefix + _Q.pack(done))
         if seq >= new_acked:
             encoded = encode_result(result)
             self._results[(client, seq)] = encoded
-            mine = self._result_seqs.get(client)
-            if mine is None:
-                self._result_seqs[client] = [seq]
-            else:
-                heapq.heappush(mine, seq)
+            heapq.heappush(self._stored_seqs(client), seq)
             self.batch.put(
                 NS_SESSION,
                 _session_result_prefix(self.partition, client) + _Q.pack(seq),
@@ -232,27 +250,9 @@ class PartitionApply:
 
     def finish(self) -> None:
         """Write what a run changed once, however many entries it applied: the applied
-        index, each touched client's session record and the range of results its
-        acknowledgements released."""
+        index and each touched client's session record."""
         if self.applied > self._applied_at_start:
             self.batch.put(NS_APPLIED, _P.pack(self.partition), _Q.pack(self.applied))
-        cleaned = self._sm._cleaned.setdefault(self.partition, {})
-        for client in self._acked_from:
-            meta = self._meta.get(client)
-            if meta is None:
-                continue
-            # Acknowledged results are never read again (a seq below the floor is
-            # answered from the floor), so they are deleted in batches: one range delete
-            # per ``result_cleanup_every`` acknowledgements, not one per run. After a
-            # restart the first one starts from 0 and takes whatever an earlier process
-            # left.
-            done = cleaned.get(client, 0)
-            if meta[0] - done >= self._sm.result_cleanup_every:
-                prefix = _session_result_prefix(self.partition, client)
-                self.batch.delete_range(
-                    NS_SESSION, prefix + _Q.pack(done), prefix + _Q.pack(meta[0])
-                )
-                cleaned[client] = meta[0]
         for client in self._dirty:
             meta = self._meta.get(client)
             if meta is not None:
@@ -262,10 +262,8 @@ class PartitionApply:
         for client, meta in self._meta.items():
             if meta is None:
                 self._sessions.pop(client, None)
-                cleaned.pop(client, None)
             else:
                 self._sessions[client] = meta
-        self._acked_from.clear()
         self._dirty.clear()
         self._applied_at_start = self.applied
         self._sm._applied[self.partition] = self.applied
@@ -293,7 +291,8 @@ class PartitionApply:
         horizon = index - self._sm.session_window
         lo = _P.pack(self.partition) + b"m"
         hi = _P.pack(self.partition) + b"n"
-        for k, raw in self._sm.engine.scan(NS_SESSION, lo, hi):
+        # Read the records first: an expired client's results are scanned below.
+        for k, raw in list(self._sm.engine.scan(NS_SESSION, lo, hi)):
             client = k[len(lo) :]
             meta = self._meta.get(client, _MISSING)
             current = _decode_meta(raw) if meta is _MISSING else meta
@@ -301,7 +300,10 @@ class PartitionApply:
                 self._meta[client] = None
                 self.batch.delete(NS_SESSION, k)
                 prefix = _session_result_prefix(self.partition, client)
-                self.batch.delete_range(NS_SESSION, prefix, prefix + b"\xff" * 9)
+                for seq in self._stored_seqs(client):
+                    self._results[(client, seq)] = None
+                    self.batch.delete(NS_SESSION, prefix + _Q.pack(seq))
+                del self._live[client]
 
 
 class KVStateMachine:
@@ -309,8 +311,6 @@ class KVStateMachine:
 
     :param session_window: log entries after which an idle client's session expires.
     :param session_sweep_every: applied entries between sweeps for expired sessions.
-    :param result_cleanup_every: acknowledgements between the range deletes of a
-        client's acknowledged results (1: delete them in the run that acknowledges).
     """
 
     def __init__(
@@ -319,10 +319,7 @@ class KVStateMachine:
         *,
         session_window: int = 100_000,
         session_sweep_every: int = 4096,
-        result_cleanup_every: int = 64,
     ) -> None:
-        if result_cleanup_every < 1:
-            raise ValueError(f"result_cleanup_every must be >= 1, got {result_cleanup_every}")
         self.engine = engine
         self.session_window = session_window
         self.session_sweep_every = session_sweep_every
@@ -335,10 +332,9 @@ class KVStateMachine:
         self._sessions: dict[int, dict[bytes, tuple[int, int, int]]] = {}
         """Per partition, the session records applied so far (kept coherent the same
         way), so an apply run need not read a client's record from the engine."""
-        self._cleaned: dict[int, dict[bytes, int]] = {}
-        """Per partition and client, the acked floor up to which stored results were
-        deleted by this process."""
-        self.result_cleanup_every = result_cleanup_every
+        self._live: dict[int, dict[bytes, list[int]]] = {}
+        """Per partition and client, the heap of seqs with a stored result (kept
+        coherent the same way; see :class:`PartitionApply`)."""
 
     def applied_index(self, partition: int) -> int:
         """The last log index applied to ``partition`` as reads see it (0 if none): in the
@@ -407,7 +403,7 @@ class KVStateMachine:
         batch.put(NS_APPLIED, _P.pack(partition), _Q.pack(index))
         self._applied[partition] = index
         self._sessions.pop(partition, None)
-        self._cleaned.pop(partition, None)
+        self._live.pop(partition, None)
         return index
 
 
