@@ -17,7 +17,15 @@ from host_harness import LogSM, WrappedEngine, open_engine, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atoll.core import Frame, StorageConfig, StorageEngine, WriteBatch
+from atoll.core import (
+    OP_DELETE,
+    OP_DELETE_RANGE,
+    OP_PUT,
+    Frame,
+    StorageConfig,
+    StorageEngine,
+    WriteBatch,
+)
 from atoll.replication import Entry, EntryKind, WriteBackEngine
 from atoll.replication._host import BATCH_FRAME, RaftHost
 from atoll.storage.memory import MemoryEngine
@@ -97,6 +105,35 @@ def test_a_staged_range_delete_hides_written_keys_until_a_later_put() -> None:
     assert list(wb.scan("a")) == [(b"k2", b"new"), (b"z", b"z")]
     assert list(wb.scan("a", reverse=True, limit=2)) == [(b"z", b"z"), (b"k2", b"new")]
     assert engine.get("a", b"k1") == b"1"  # not written yet
+
+
+def test_a_take_writes_each_key_once_range_deletes_first_then_puts_then_deletes() -> None:
+    """A batch for the engine holds only each key's last staged write since the previous
+    take; a write that a later range delete covers is left to the range delete."""
+    engine = MemoryEngine(StorageConfig(backend="memory"))
+    for ns in ("a", "b"):
+        engine.create_namespace(ns)
+    wb = WriteBackEngine(engine)
+    wb.stage(WriteBatch().put("b", b"m", b"1").put("a", b"r1", b"x").put("a", b"q", b"old"))
+    wb.stage(WriteBatch().put("b", b"m", b"2").delete("a", b"r1").delete_range("a", b"q", b"r"))
+    wb.stage(WriteBatch().put("b", b"m", b"3").put("a", b"k", b"v"))
+    assert wb.pending_ops == 8
+    batch, mark = wb.take()
+    assert batch.ops == [
+        (OP_DELETE_RANGE, "a", b"q", b"r"),
+        (OP_PUT, "a", b"k", b"v"),
+        (OP_PUT, "b", b"m", b"3"),
+        (OP_DELETE, "a", b"r1", b""),
+    ]
+    assert wb.pending_ops == 0
+    wb.stage(WriteBatch().put("b", b"m", b"4"))
+    later, later_mark = wb.take()  # only what was staged after the first take
+    assert later.ops == [(OP_PUT, "b", b"m", b"4")]
+    for done, m in ((batch, mark), (later, later_mark)):
+        engine.write(done)
+        wb.flushed(m)
+    assert not wb.unflushed
+    assert dict(engine.scan("a")) == {b"k": b"v"} and dict(engine.scan("b")) == {b"m": b"4"}
 
 
 def test_a_snapshot_is_refused_while_writes_are_staged() -> None:

@@ -20,6 +20,11 @@ always still in the log.
 Reads see the buffer: a get or scan answers from the writes staged here first, then
 from the engine. Staged writes keep their order: a later put wins over an earlier range
 delete of the same key and the other way round.
+
+A batch taken for the engine holds only the last write of each key staged since the
+previous take (a client's session record and a partition's applied index are rewritten
+by every apply run; a stored result is often written and deleted within one interval),
+in key order: the interval's range deletes first, then the puts, then the deletes.
 """
 
 from __future__ import annotations
@@ -56,7 +61,10 @@ class WriteBackEngine:
         """(namespace, key) -> (seq of the last staged write of it, value or None)."""
         self._ranges: dict[str, list[tuple[int, bytes, bytes]]] = {}
         """Per namespace, staged range deletes: (seq, start, end)."""
-        self._pending = WriteBatch()
+        self._pending = 0
+        """Operations staged since the last take."""
+        self._last_take = 0
+        """The seq of the last staged operation the last take covered."""
         self._taken: list[int] = []
         """The last seq of each batch taken and not yet flushed, in order."""
 
@@ -75,12 +83,12 @@ class WriteBackEngine:
             else:
                 self._ranges.setdefault(ns, []).append((seq, a, b))
         self._seq = seq
-        self._pending.extend(batch)
+        self._pending += len(batch.ops)
 
     @property
     def pending_ops(self) -> int:
         """Operations staged and not yet taken."""
-        return len(self._pending)
+        return self._pending
 
     @property
     def unflushed(self) -> bool:
@@ -88,12 +96,49 @@ class WriteBackEngine:
         return bool(self._pending) or bool(self._taken)
 
     def take(self) -> tuple[WriteBatch, int]:
-        """The staged operations not yet taken, as one batch for the engine, and the
-        mark to pass to :meth:`flushed` once it is written. Batches must be written in
-        the order they are taken."""
-        batch, self._pending = self._pending, WriteBatch()
-        self._taken.append(self._seq)
-        return batch, self._seq
+        """The effect of the operations staged since the last take, as one batch for the
+        engine, and the mark to pass to :meth:`flushed` once it is written. Batches must
+        be written in the order they are taken.
+
+        The batch holds the range deletes staged since the last take, in order, then the
+        last write of each key staged since then that no later range delete covers: the
+        puts, then the deletes, each in (namespace, key) order (long runs for the
+        engine; writes to distinct keys commute).
+        """
+        since = self._last_take
+        seq = self._seq
+        batch = WriteBatch()
+        window: list[tuple[int, str, bytes, bytes]] = []
+        for ns, staged_ranges in self._ranges.items():
+            for rseq, lo, hi in staged_ranges:
+                if rseq > since:
+                    window.append((rseq, ns, lo, hi))
+        window.sort()
+        for _, ns, lo, hi in window:
+            batch.delete_range(ns, lo, hi)
+        puts: list[tuple[str, bytes, bytes]] = []
+        deletes: list[tuple[str, bytes]] = []
+        for (ns, key), (kseq, value) in self._over.items():
+            if kseq <= since:
+                continue
+            if window and any(
+                rseq > kseq and rns == ns and lo <= key < hi for rseq, rns, lo, hi in window
+            ):
+                continue  # the range delete, written first, removes it
+            if value is None:
+                deletes.append((ns, key))
+            else:
+                puts.append((ns, key, value))
+        puts.sort()
+        for ns, key, value in puts:
+            batch.put(ns, key, value)
+        deletes.sort()
+        for ns, key in deletes:
+            batch.delete(ns, key)
+        self._pending = 0
+        self._last_take = seq
+        self._taken.append(seq)
+        return batch, seq
 
     def flushed(self, mark: int) -> None:
         """The batch :meth:`take` returned with ``mark`` (and every one before it) is in
