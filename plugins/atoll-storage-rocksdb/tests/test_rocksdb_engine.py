@@ -93,3 +93,40 @@ def test_snapshot_is_consistent_across_namespaces_under_concurrent_writes(
             t.join()
         engine.close()
     assert not errors, errors
+
+
+def test_a_synced_write_syncs_the_wal_after_an_unsynced_write(tmp_path: Path) -> None:
+    """rocksdict holds the GIL for the whole of a synced Write, fsync included (a node's
+    event loop stalled for every log fsync); flush_wal releases it. So a synced write is
+    an unsynced Write, then a WAL sync; an unsynced one never syncs."""
+    eng = _engine(tmp_path)
+    eng.create_namespace("a")
+    calls: list[tuple[str, object]] = []
+
+    class Spy:
+        def __init__(self, db: Rdict) -> None:
+            self._db = db
+
+        def write(self, batch: object, opts: object) -> None:
+            calls.append(("write", opts.sync))  # type: ignore[attr-defined]
+            self._db.write(batch, opts)
+
+        def flush_wal(self, sync: bool) -> None:
+            calls.append(("flush_wal", sync))
+            self._db.flush_wal(sync)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._db, name)
+
+    real = eng._db
+    eng._db = Spy(real)  # type: ignore[assignment]
+    try:
+        eng.write(WriteBatch().put("a", b"k", b"v"), sync=True)
+        assert calls == [("write", False), ("flush_wal", True)]
+        calls.clear()
+        eng.write(WriteBatch().put("a", b"k2", b"v"), sync=False)
+        assert calls == [("write", False)]
+        assert eng.get("a", b"k") == b"v" and eng.get("a", b"k2") == b"v"
+    finally:
+        eng._db = real
+        eng.close()

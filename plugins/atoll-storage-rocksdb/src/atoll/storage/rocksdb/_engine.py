@@ -7,10 +7,15 @@ Never: uses the default column family for data (namespace ``x`` is column family
 ``ns.x``, so a namespace called ``default`` is fine), or lets a rocksdict exception out.
 
 Files live in ``<data_dir>/rocksdb/``. The write-ahead log is always on: a
-``write(sync=True)`` returns after the WAL is fsynced, so concurrent synced writers share
-RocksDB's group commit. ``[storage] sync = false`` is UNSAFE: writes are acknowledged
-from the OS page cache and an OS crash or power loss can lose them (a process crash
-loses nothing, the WAL is in the page cache).
+``write(sync=True)`` returns after the WAL is fsynced. It writes the batch without sync,
+then syncs the WAL (``FlushWAL(true)``): rocksdict holds the GIL for the whole of a
+synced ``Write`` (the fsync included), which stalled the event loop of a node for every
+log fsync, while ``flush_wal`` releases it. (The batch is readable from the moment it is
+written, before the sync ends, where a synced ``Write`` hides it until then; what the
+Raft host writes this way is its log and hard state, which nothing acknowledges before
+the call returns.) ``[storage] sync = false`` is UNSAFE: writes are acknowledged from
+the OS page cache and an OS crash or power loss can lose them (a process crash loses
+nothing, the WAL is in the page cache).
 
 Snapshots. rocksdict 0.3.29's ``Snapshot.iter`` ignores the snapshot (it reads the live
 database), so a snapshot here pins one RocksDB iterator per column family instead:
@@ -332,9 +337,8 @@ class RocksdbEngine:
         self._cache = Cache(self._opts.block_cache_mb * _MIB)
         # no_slowdown: a stalled write returns "Incomplete" at once instead of waiting
         # inside RocksDB with the GIL held; _write_with_backoff waits in Python instead.
-        self._sync_opts = WriteOptions()
-        self._sync_opts.sync = True
-        self._sync_opts.no_slowdown = True
+        # Every write is unsynced; a synced one then syncs the WAL (see the module
+        # docstring: a synced Write would hold the GIL through the fsync).
         self._nosync_opts = WriteOptions()
         self._nosync_opts.sync = False
         self._nosync_opts.no_slowdown = True
@@ -526,7 +530,9 @@ class RocksdbEngine:
                     wb.delete_range(a, b, handle)
             return wb
 
-        self._write_with_backoff(build, self._sync_opts if do_sync else self._nosync_opts)
+        self._write_with_backoff(build, self._nosync_opts)
+        if do_sync:
+            self._sync_wal()
         with self._stats_lock:
             self._writes += 1
             if do_sync:
@@ -570,6 +576,17 @@ class RocksdbEngine:
             time.sleep(delay)  # back-off between retries of a stalled write, bounded above
             delay = min(delay * 2, 0.05)
 
+    def _sync_wal(self) -> None:
+        """Fsync the WAL (every live WAL file not yet synced); the GIL is released
+        meanwhile."""
+        self._gate.enter()
+        try:
+            self._db.flush_wal(True)
+        except Exception as exc:
+            self._fail(exc, "sync")
+        finally:
+            self._gate.leave()
+
     def _free_bytes(self) -> int | None:
         try:
             st = os.statvfs(self._path)
@@ -579,13 +596,7 @@ class RocksdbEngine:
 
     def sync(self) -> None:
         """Fsync the write-ahead log: everything written so far becomes durable."""
-        self._gate.enter()
-        try:
-            self._db.flush_wal(True)
-        except Exception as exc:
-            self._fail(exc, "sync")
-        finally:
-            self._gate.leave()
+        self._sync_wal()
         with self._stats_lock:
             self._syncs += 1
 
