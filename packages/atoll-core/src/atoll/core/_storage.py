@@ -113,6 +113,15 @@ class WriteBatch:
 
     def delete(self, namespace: str, key: bytes) -> WriteBatch:
         """Remove ``key`` from ``namespace`` (absent keys are fine)."""
+        if (  # the fast path, as in put (session results are deleted one by one)
+            type(key) is bytes
+            and len(key) > 0
+            and type(namespace) is str
+            and namespace in _VALID_NAMESPACES
+        ):
+            self.ops.append((OP_DELETE, namespace, key, b""))
+            self._bytes += len(key)
+            return self
         k = _check_bytes("key", key)
         self.ops.append((OP_DELETE, check_namespace(namespace), k, b""))
         self._bytes += len(k)

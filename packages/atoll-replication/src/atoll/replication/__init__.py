@@ -24,6 +24,7 @@ NATIVE_MODULES = (
     "_types",
     "_ready",
     "_group",
+    "_writeback",
 )
 """The modules a native build compiles (the hot path of every replicated entry)."""
 

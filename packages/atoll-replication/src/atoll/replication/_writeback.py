@@ -65,8 +65,9 @@ class WriteBackEngine:
         """Operations staged since the last take."""
         self._last_take = 0
         """The seq of the last staged operation the last take covered."""
-        self._taken: list[int] = []
-        """The last seq of each batch taken and not yet flushed, in order."""
+        self._taken: list[tuple[int, list[tuple[str, bytes]]]] = []
+        """Each batch taken and not yet flushed, in order: its last seq and the keys it
+        covers (so a flush drops exactly those from the overlay)."""
 
     # ------------------------------------------------------------ the host's side
 
@@ -118,9 +119,12 @@ class WriteBackEngine:
             batch.delete_range(ns, lo, hi)
         puts: list[tuple[str, bytes, bytes]] = []
         deletes: list[tuple[str, bytes]] = []
-        for (ns, key), (kseq, value) in self._over.items():
+        covered: list[tuple[str, bytes]] = []
+        for item in self._over.items():
+            (ns, key), (kseq, value) = item
             if kseq <= since:
                 continue
+            covered.append(item[0])
             if window and any(
                 rseq > kseq and rns == ns and lo <= key < hi for rseq, rns, lo, hi in window
             ):
@@ -137,16 +141,21 @@ class WriteBackEngine:
             batch.delete(ns, key)
         self._pending = 0
         self._last_take = seq
-        self._taken.append(seq)
+        self._taken.append((seq, covered))
         return batch, seq
 
     def flushed(self, mark: int) -> None:
         """The batch :meth:`take` returned with ``mark`` (and every one before it) is in
         the engine: reads of what it wrote go to the engine again."""
-        if not self._taken or mark < self._taken[0]:
+        taken = self._taken
+        if not taken or mark < taken[0][0]:
             return  # already done
-        self._taken = [m for m in self._taken if m > mark]
-        self._over = {k: e for k, e in self._over.items() if e[0] > mark}
+        over = self._over
+        while taken and taken[0][0] <= mark:
+            for k in taken.pop(0)[1]:
+                e = over.get(k)
+                if e is not None and e[0] <= mark:
+                    del over[k]
         for ns in list(self._ranges):
             left = [r for r in self._ranges[ns] if r[0] > mark]
             if left:
