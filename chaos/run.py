@@ -29,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
         help="artifact directory (default: chaos-results/<timestamp>)",
     )
     ap.add_argument("--list", action="store_true", help="list scenarios and exit")
+    ap.add_argument(
+        "--storage",
+        default="lmdb",
+        choices=["lmdb", "rocksdb"],
+        help="the nodes' storage backend (default: lmdb, the embedded default)",
+    )
     args = ap.parse_args(argv)
     suite = (*SHORT, *LONG) if args.long else SHORT
     if args.only:
@@ -42,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{s.name:14} {s.nodes} nodes {s.mode:6} {', '.join(s.faults)}")
         return 0
     out = args.out.resolve()
-    print(f"chaos: {len(suite)} scenario(s), artifacts in {out}", flush=True)
+    print(f"chaos: {len(suite)} scenario(s) on {args.storage}, artifacts in {out}", flush=True)
     failed = []
     for sc in suite:
-        res = run_scenario(sc, out)
+        res = run_scenario(sc, out, storage=args.storage)
         print(res.report(), flush=True)
         if not res.passed:
             failed.append(sc.name)

@@ -87,6 +87,8 @@ class ChaosCluster:
     """Small, so every run builds snapshots, compacts logs and installs snapshots on
     replicas that were killed or cut off while the log moved past them."""
     lease_reads: bool = True
+    storage: str = "lmdb"
+    """The nodes' storage backend (``lmdb``, the embedded default, or ``rocksdb``)."""
     spare: int = 1
     nodes: dict[str, NodeProc] = field(default_factory=dict)
     proxy: LinkProxy | None = None
@@ -134,7 +136,7 @@ partitions = {self.partitions}
 replication_factor = {min(3, self.n)}
 
 [storage]
-backend = "lmdb"
+backend = "{self.storage}"
 sync = true
 
 [transport]

@@ -268,8 +268,11 @@ async def _connect(client: AtollClient) -> None:
 # ---------------------------------------------------------------------- running
 
 
-def run_scenario(sc: Scenario, out: Path, *, check_budget: float = 300.0) -> ScenarioResult:
-    """Run ``sc`` with artifacts under ``out/<name>``; never raises for a failed run."""
+def run_scenario(
+    sc: Scenario, out: Path, *, check_budget: float = 300.0, storage: str = "lmdb"
+) -> ScenarioResult:
+    """Run ``sc`` with artifacts under ``out/<name>`` on nodes with ``storage``; never
+    raises for a failed run."""
     art = out / sc.name
     art.mkdir(parents=True, exist_ok=True)
     res = ScenarioResult(sc, art)
@@ -280,7 +283,7 @@ def run_scenario(sc: Scenario, out: Path, *, check_budget: float = 300.0) -> Sce
             return res
     t0 = time.monotonic()
     try:
-        anyio.run(_run, sc, art, res)
+        anyio.run(_run, sc, art, res, storage)
     except Exception as exc:
         res.problems.append(f"harness error: {exc!r} (traceback in {art / 'error.txt'})")
         (art / "error.txt").write_text(traceback.format_exc())
@@ -301,9 +304,9 @@ def _load(path: Path) -> list[Any]:
     return load_events(path)
 
 
-async def _run(sc: Scenario, art: Path, res: ScenarioResult) -> None:
+async def _run(sc: Scenario, art: Path, res: ScenarioResult, storage: str = "lmdb") -> None:
     rng = random.Random(sc.seed)
-    cluster = ChaosCluster(art / "cluster", n=sc.nodes, mode=sc.mode)
+    cluster = ChaosCluster(art / "cluster", n=sc.nodes, mode=sc.mode, storage=storage)
     rec = HistoryRecorder(art / "history.jsonl")
     try:
         async with anyio.create_task_group() as tg:

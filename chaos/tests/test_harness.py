@@ -214,3 +214,15 @@ def test_kill_and_pause_really_happen(tmp_path: Path) -> None:
                 tg.cancel_scope.cancel()
 
     anyio.run(main)
+
+
+def test_the_cluster_config_names_the_storage_backend(tmp_path: Path) -> None:
+    for backend in ("lmdb", "rocksdb"):
+        c = ChaosCluster(tmp_path / backend, n=3, spare=0, storage=backend)
+        c.plan()
+        try:
+            for nid in c.initial:
+                text = (c.root / f"{nid}.toml").read_text()
+                assert f'[storage]\nbackend = "{backend}"\nsync = true' in text
+        finally:
+            c.stop()
