@@ -218,10 +218,17 @@ def test_results_an_earlier_process_left_below_the_floor_are_deleted_at_the_next
     """Results below the acked floor that an earlier process left stored (the previous
     layout deleted them in batches) are found by the first scan of the client's results
     and deleted when its floor next rises; the ones above it stay."""
-    from atoll.coordination._statemachine import NS_SESSION, _session_result_prefix
+    from atoll.coordination._statemachine import (
+        _QQQ,
+        NS_SESSION,
+        _session_meta_key,
+        _session_result_prefix,
+    )
 
     prefix = _session_result_prefix(0, b"c")
     leftovers = WriteBatch()
+    # The earlier process's session record: acked floor 1, seqs up to 3 applied.
+    leftovers.put(NS_SESSION, _session_meta_key(0, b"c"), _QQQ.pack(1, 0, 3))
     for seq in (1, 2, 3):
         leftovers.put(NS_SESSION, prefix + seq.to_bytes(8, "big"), encode_result(CommandResult()))
     sm = KVStateMachine(engine)
@@ -356,3 +363,34 @@ def test_session_records_cached_between_runs_follow_a_restored_snapshot() -> Non
     retry = _apply(target, 0, [(4, encode_command(PutCommand(b"k", b"again", "c", 3)))])
     assert retry[0].duplicate and retry[0].ok
     assert target.get(0, b"k") == b"A3"
+
+
+def test_a_new_client_costs_no_scan_of_stored_results() -> None:
+    """A client without a session record has no stored results (they are written and
+    deleted with the record): its first commands read no result range; a known
+    client's stored results are scanned once per process."""
+    from atoll.coordination._statemachine import NS_SESSION
+    from atoll.storage.memory import MemoryEngine
+
+    class CountingScans:
+        def __init__(self) -> None:
+            self.inner = MemoryEngine()
+            self.scans = 0
+
+        def scan(self, namespace: str, *args: Any, **kw: Any) -> Any:
+            if namespace == NS_SESSION:
+                self.scans += 1
+            return self.inner.scan(namespace, *args, **kw)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    engine = CountingScans()
+    sm = KVStateMachine(engine)  # type: ignore[arg-type]
+    _apply(sm, 0, [(1, encode_command(PutCommand(b"k", b"v", "new", 1)))])
+    _apply(sm, 0, [(2, encode_command(PutCommand(b"k", b"w", "new", 2, 2)))])
+    assert engine.scans == 0
+    restarted = KVStateMachine(engine)  # type: ignore[arg-type]
+    _apply(restarted, 0, [(3, encode_command(PutCommand(b"k", b"x", "new", 3, 3)))])
+    _apply(restarted, 0, [(4, encode_command(PutCommand(b"k", b"y", "new", 4, 4)))])
+    assert engine.scans == 1  # the known client's results, read back once

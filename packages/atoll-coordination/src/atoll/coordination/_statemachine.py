@@ -167,20 +167,24 @@ class PartitionApply:
             self._meta[client] = known
         return self._meta[client]
 
-    def _stored_seqs(self, client: bytes) -> list[int]:
+    def _stored_seqs(self, client: bytes, *, has_session: bool = True) -> list[int]:
         """The heap of ``client``'s seqs with a stored result, read from the engine by a
         scan the first time this process needs it (the cache is coherent afterwards:
-        every change to it is also written to the run's batch)."""
+        every change to it is also written to the run's batch). A client without a
+        session record has none (results are written and deleted with the record), so
+        a new client costs no scan."""
         mine = self._live.get(client)
         if mine is None:
-            prefix = _session_result_prefix(self.partition, client)
-            skip = len(prefix)
-            mine = [
-                _Q.unpack(k[skip:])[0]
-                for k, _ in self._sm.engine.scan(NS_SESSION, prefix, prefix + b"\xff" * 9)
-                if len(k) == skip + 8
-            ]
-            heapq.heapify(mine)
+            mine = []
+            if has_session:
+                prefix = _session_result_prefix(self.partition, client)
+                skip = len(prefix)
+                mine = [
+                    _Q.unpack(k[skip:])[0]
+                    for k, _ in self._sm.engine.scan(NS_SESSION, prefix, prefix + b"\xff" * 9)
+                    if len(k) == skip + 8
+                ]
+                heapq.heapify(mine)
             self._live[client] = mine
         return mine
 
@@ -224,11 +228,12 @@ class PartitionApply:
                     return CommandResult(r.ok, r.previous, r.existed, duplicate=True)
         else:
             acked = top = 0
+        has_session = meta is not None
         result = self._execute(cmd)
         new_acked = acked if cmd.acked <= acked else cmd.acked
         if new_acked > acked:
             # The acknowledged results are never read again: deleted now.
-            mine = self._stored_seqs(client)
+            mine = self._stored_seqs(client, has_session=has_session)
             if mine and mine[0] < new_acked:
                 prefix = _session_result_prefix(self.partition, client)
                 while mine and mine[0] < new_acked:
@@ -238,7 +243,7 @@ class PartitionApply:
         if seq >= new_acked:
             encoded = encode_result(result)
             self._results[(client, seq)] = encoded
-            heapq.heappush(self._stored_seqs(client), seq)
+            heapq.heappush(self._stored_seqs(client, has_session=has_session), seq)
             self.batch.put(
                 NS_SESSION,
                 _session_result_prefix(self.partition, client) + _Q.pack(seq),
