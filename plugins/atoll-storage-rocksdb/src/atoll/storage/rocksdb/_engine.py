@@ -507,8 +507,10 @@ class RocksdbEngine:
     def write(self, batch: Any, *, sync: bool | None = None) -> None:
         """Apply ``batch`` atomically through one RocksDB WriteBatch (WAL, then memtable).
 
-        Writers do not serialize on a Python lock, so concurrent synced writes share
-        RocksDB's group commit; snapshots briefly hold the write lock to stay consistent.
+        Writers do not serialize on a Python lock, so concurrent writes share RocksDB's
+        group commit; a synced one then syncs the WAL, which makes every write before it
+        durable too (``flush_wal``, GIL released: see the module docstring). Snapshots
+        briefly hold the write lock to stay consistent.
         """
         self._check_open()
         namespaces = self._ns
