@@ -15,9 +15,10 @@ import anyio
 import pytest
 
 from atoll.client import AtollClient
-from atoll.core import InvalidRequest, parse_config
+from atoll.core import ConfigError, InvalidRequest, parse_config
 from atoll.node import Node
 from atoll.placement import partition_for_key
+from atoll.replication import WalEngine
 from atoll.storage.memory import _plugin as memory_storage
 from atoll.testing import MemoryNetwork
 from atoll.transport.memory import MemoryTransport
@@ -35,7 +36,12 @@ def anyio_backend() -> str:
 
 
 def node_config(
-    nid: str, tmp: Path, net: MemoryNetwork, partitions: int = 8, snapshot_every: int = 100_000
+    nid: str,
+    tmp: Path,
+    net: MemoryNetwork,
+    partitions: int = 8,
+    snapshot_every: int = 100_000,
+    log_storage: str = "auto",
 ) -> Any:
     cfg = parse_config(
         {
@@ -50,6 +56,7 @@ def node_config(
                 "tick_ms": 10,
                 "election_ticks": 10,
                 "snapshot_interval_entries": snapshot_every,
+                "log_storage": log_storage,
             },
         },
         environ={},
@@ -78,7 +85,12 @@ def snapshot_every() -> int:
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path, snapshot_every: int) -> AsyncIterator[Cluster]:
+def log_storage() -> str:
+    return "auto"
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, snapshot_every: int, log_storage: str) -> AsyncIterator[Cluster]:
     net = MemoryNetwork()
     nodes: dict[str, Node] = {}
     scopes: dict[str, anyio.CancelScope] = {}
@@ -91,7 +103,9 @@ async def cluster(tmp_path: Path, snapshot_every: int) -> AsyncIterator[Cluster]
 
         for nid in IDS:
             nodes[nid] = Node(
-                node_config(nid, tmp_path, net, snapshot_every=snapshot_every),
+                node_config(
+                    nid, tmp_path, net, snapshot_every=snapshot_every, log_storage=log_storage
+                ),
                 plugins=(memory_storage, memory_transport),
                 load_entry_points=False,
             )
@@ -214,6 +228,7 @@ async def test_a_multi_frame_answers_each_request_on_its_own(cluster: Cluster) -
         assert await c.get(b"m-%d" % i) == (b"x" if isinstance(r, Frame) else None)
 
 
+@pytest.mark.parametrize("log_storage", ["engine", "wal"])
 async def test_partition_leader_failover_keeps_acknowledged_writes(cluster: Cluster) -> None:
     c = await client(cluster, "n2:1")
     acked: dict[bytes, bytes] = {}
@@ -241,8 +256,9 @@ async def test_partition_leader_failover_keeps_acknowledged_writes(cluster: Clus
 
 
 @pytest.mark.parametrize("snapshot_every", [25])
+@pytest.mark.parametrize("log_storage", ["engine", "wal"])
 async def test_a_follower_behind_the_compacted_log_catches_up_from_a_snapshot(
-    cluster: Cluster,
+    cluster: Cluster, log_storage: str
 ) -> None:
     ks = cluster.nodes["n1"].cluster_map.keyspace("default")
     part = partition_for_key(b"s0", ks.partitions)
@@ -275,8 +291,26 @@ async def test_a_follower_behind_the_compacted_log_catches_up_from_a_snapshot(
     await wait_for(lambda: group(victim).durable_applied >= target)
     # the follower holds every write, including those it only received in a snapshot
     assert group(victim).restores >= 1  # it installed the leader's snapshot
+    engine = cluster.nodes[victim].host_engine
+    assert isinstance(engine, WalEngine) == (log_storage == "wal")
     kv = cluster.nodes[victim].kv
     assert kv is not None
     for k in mine:
         want = b"v%d" % int(k[1:]) if int(k[1:]) < 10 else k + b"-v"
         assert kv.get(gid, k) == want
+
+
+async def test_engine_log_storage_on_a_directory_with_a_wal_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "n1" / "raftwal").mkdir(parents=True)
+    node = Node(
+        node_config("n1", tmp_path, MemoryNetwork(), log_storage="engine"),
+        plugins=(memory_storage, memory_transport),
+        load_entry_points=False,
+    )
+    with pytest.raises(ConfigError, match=r"log_storage = 'engine'.*raftwal"):
+        await node.run()
+
+
+def test_log_storage_must_be_a_known_mode(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"raft\.log_storage = 'disk'"):
+        node_config("n1", tmp_path, MemoryNetwork(), log_storage="disk")

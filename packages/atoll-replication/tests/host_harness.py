@@ -17,7 +17,7 @@ from atoll.core import (
     make_plugin_manager,
     open_storage,
 )
-from atoll.replication import Entry, EntryKind
+from atoll.replication import WAL_DIR, Entry, EntryKind, WalEngine
 
 
 class LogSM:
@@ -64,11 +64,15 @@ class WrappedEngine:
         return getattr(self._inner, name)
 
 
-def open_engine(backend: str, path: Path) -> StorageEngine:
-    """Open a storage engine of ``backend`` at ``path``, fsync on."""
+def open_engine(backend: str, path: Path, *, wal: bool = False) -> StorageEngine:
+    """Open a storage engine of ``backend`` at ``path``, fsync on; ``wal``: with the
+    Raft log in a :class:`WalEngine` over it (``path/raftwal``)."""
     module = __import__(f"atoll.storage.{backend}._plugin", fromlist=["_plugin"])
     pm = make_plugin_manager([module], load_entry_points=False)
-    return open_storage(pm, StorageConfig(backend=backend, sync=True), str(path))
+    engine = open_storage(pm, StorageConfig(backend=backend, sync=True), str(path))
+    if wal:
+        return WalEngine(engine, str(path / WAL_DIR))
+    return engine
 
 
 async def wait_for(cond: Callable[[], Any], timeout: float = 10.0) -> Any:

@@ -140,11 +140,12 @@ async def test_isolated_leader_is_replaced_and_catches_up_after_heal(cluster: Cl
     await wait_for(lambda: not cluster.hosts[old].groups[1].is_leader)
 
 
-async def test_restart_recovers_log_and_state_from_lmdb(tmp_path: Path) -> None:
+@pytest.mark.parametrize("wal", [False, True], ids=["engine-log", "wal"])
+async def test_restart_recovers_log_and_state_from_lmdb(tmp_path: Path, wal: bool) -> None:
     ids = ["a", "b", "c"]
     net = MemoryNetwork()
     async with anyio.create_task_group() as tg:
-        c = Cluster(tg, net, ids, {n: _engine("lmdb", tmp_path / n) for n in ids})
+        c = Cluster(tg, net, ids, {n: _engine("lmdb", tmp_path / n, wal=wal) for n in ids})
         for n in ids:
             await c.start(n, [7])
         leader = await wait_for(lambda: c.leader(7))
@@ -155,7 +156,7 @@ async def test_restart_recovers_log_and_state_from_lmdb(tmp_path: Path) -> None:
             await c.stop(n)
             c.engines[n].close()
         # Restart every node from its files.
-        c.engines = {n: _engine("lmdb", tmp_path / n) for n in ids}
+        c.engines = {n: _engine("lmdb", tmp_path / n, wal=wal) for n in ids}
         for n in ids:
             await c.start(n, [7])
         assert c.sms[("a", 7)].values() == [b"%d" % i for i in range(20)]

@@ -26,7 +26,7 @@ from atoll.core import (
     StorageEngine,
     WriteBatch,
 )
-from atoll.replication import Entry, EntryKind, WriteBackEngine
+from atoll.replication import Entry, EntryKind, WalEngine, WriteBackEngine
 from atoll.replication._host import BATCH_FRAME, RaftHost
 from atoll.storage.memory import MemoryEngine
 from atoll.testing import MemoryNetwork, apply_ops, batch_op, scan_model
@@ -260,12 +260,13 @@ async def _propose(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("wal", [False, True], ids=["engine-log", "wal"])
 async def test_applied_state_is_read_from_the_buffer_and_rebuilt_from_the_log_after_a_crash(
-    tmp_path: Path,
+    tmp_path: Path, wal: bool
 ) -> None:
     ids = ["a", "b", "c"]
     net = MemoryNetwork()
-    engines = {n: open_engine("lmdb", tmp_path / n) for n in ids}
+    engines = {n: open_engine("lmdb", tmp_path / n, wal=wal) for n in ids}
     async with anyio.create_task_group() as tg:
         # Never written back on its own: only a close or a snapshot would write it.
         nodes = await _start_all(tg, net, engines, write_back_ticks=10**9)
@@ -275,7 +276,7 @@ async def test_applied_state_is_read_from_the_buffer_and_rebuilt_from_the_log_af
             assert nodes[n].sm.values(engines[n]) == []  # staged, not in the engine
             assert nodes[n].host.stats["write_backs"] == 0
         await _crash(nodes, engines)
-        engines = {n: open_engine("lmdb", tmp_path / n) for n in ids}
+        engines = {n: open_engine("lmdb", tmp_path / n, wal=wal) for n in ids}
         nodes = await _start_all(tg, net, engines)
         # The log was durable: every committed entry is applied again from it, and
         # written back within a tick.
@@ -291,12 +292,13 @@ async def test_applied_state_is_read_from_the_buffer_and_rebuilt_from_the_log_af
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("wal", [False, True], ids=["engine-log", "wal"])
 async def test_the_buffer_is_written_out_before_a_snapshot_compacts_the_log(
-    tmp_path: Path,
+    tmp_path: Path, wal: bool
 ) -> None:
     ids = ["a", "b", "c"]
     net = MemoryNetwork()
-    engines = {n: open_engine("lmdb", tmp_path / n) for n in ids}
+    engines = {n: open_engine("lmdb", tmp_path / n, wal=wal) for n in ids}
     async with anyio.create_task_group() as tg:
         nodes = await _start_all(
             tg, net, engines, write_back_ticks=10**9, snapshot_interval_entries=10
@@ -315,7 +317,7 @@ async def test_the_buffer_is_written_out_before_a_snapshot_compacts_the_log(
             assert struct.unpack(">Q", raw)[0] >= first - 1  # no gap before the log
         # Crash and restart: what the engine lacks is still in the log.
         await _crash(nodes, engines)
-        engines = {n: open_engine("lmdb", tmp_path / n) for n in ids}
+        engines = {n: open_engine("lmdb", tmp_path / n, wal=wal) for n in ids}
         nodes = await _start_all(tg, net, engines)
         await wait_for(lambda: all(n.sm.values() == want for n in nodes.values()))
         await _stop(nodes)
@@ -406,12 +408,15 @@ class KeyedSM(BufferedSM):
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("wal", [False, True], ids=["engine-log", "wal"])
 async def test_a_restored_snapshot_is_not_shadowed_by_older_staged_writes(
-    tmp_path: Path,
+    tmp_path: Path, wal: bool
 ) -> None:
     ids = ["a", "b", "c"]
     net = MemoryNetwork()
-    engines = {n: MemoryEngine(StorageConfig(backend="memory")) for n in ids}
+    engines: dict[str, Any] = {n: MemoryEngine(StorageConfig(backend="memory")) for n in ids}
+    if wal:
+        engines = {n: WalEngine(e, str(tmp_path / n / "raftwal")) for n, e in engines.items()}
     async with anyio.create_task_group() as tg:
         nodes = await _start_all(
             tg, net, engines, sm_class=KeyedSM, write_back_ticks=10**9, snapshot_interval_entries=10

@@ -198,8 +198,22 @@ class RaftSettings:
     tail latency; a large one keeps more log on disk (about 200 bytes per entry)."""
     request_timeout_ms: int = attrs.field(default=5000, validator=_positive)
     """How long the node waits for a proposal to apply or a read to be confirmed."""
+    log_storage: str = "auto"
+    """Where the Raft log and hard state live: ``"wal"`` (an append-only file set in
+    ``<data_dir>/raftwal``, like etcd's WAL), ``"engine"`` (the storage engine's own
+    namespaces) or ``"auto"``: the WAL on LMDB, whose copy-on-write pages make every
+    log append cost a page per group, the engine on the others. A directory written
+    with the engine moves its log into the WAL when it first opens in WAL mode; the
+    way back is refused."""
+    wal_segment_mb: int = attrs.field(default=64, validator=_positive)
+    """Size at which the WAL starts a new segment file (old ones are deleted once the
+    entries in them are compacted)."""
 
     def __attrs_post_init__(self) -> None:
+        if self.log_storage not in ("auto", "wal", "engine"):
+            raise ConfigError(
+                f"raft.log_storage = {self.log_storage!r} is not one of 'auto', 'wal', 'engine'"
+            )
         if self.heartbeat_ticks >= self.election_ticks:
             raise ConfigError(
                 f"raft.heartbeat_ticks = {self.heartbeat_ticks} must be below "

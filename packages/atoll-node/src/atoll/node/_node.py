@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from typing import Any
 
@@ -33,6 +34,7 @@ from atoll.core import (
     AtollConfig,
     AtollError,
     ClusterMapChange,
+    ConfigError,
     Frame,
     InvalidRequest,
     LeaderChange,
@@ -60,7 +62,7 @@ from atoll.metadata import (
     NodeRecord,
     encode_meta_command,
 )
-from atoll.replication import BATCH_FRAME, RaftHost, WriteBackEngine
+from atoll.replication import BATCH_FRAME, WAL_DIR, RaftHost, WalEngine, WriteBackEngine
 from atoll.telemetry import EventLoopLagProbe, HealthRegistry, PrometheusMetrics, TelemetryServer
 
 __all__ = ["Node"]
@@ -96,6 +98,8 @@ class Node:
             plugins, load_entry_points=load_entry_points
         )
         self.engine: StorageEngine | None = None
+        self.host_engine: StorageEngine | None = None
+        """What the Raft host writes through: the engine, or a :class:`WalEngine` over it."""
         self.transport: Transport | None = None
         self.host: RaftHost | None = None
         self.meta: MetaGroupStateMachine | None = None
@@ -176,9 +180,10 @@ class Node:
             self.write_back = WriteBackEngine(self.engine)
             self.kv = KVStateMachine(self.write_back)
             self.meta = MetaGroupStateMachine(self.engine, on_change=self._on_map_change)
+            self.host_engine = await anyio.to_thread.run_sync(self._open_raft_log)
             self.host = RaftHost(
                 self.node_id,
-                self.engine,
+                self.host_engine,
                 self.transport,
                 self.resolve,
                 tick_seconds=cfg.raft.tick_ms / 1000,
@@ -290,9 +295,35 @@ class Node:
         if self.transport is not None:
             await self.transport.close()
         if self.engine is not None:
-            engine = self.engine
+            engine = self.host_engine or self.engine  # a WalEngine closes its inner one
             await anyio.to_thread.run_sync(engine.close)
         log.info("node %s stopped", self.node_id)
+
+    def _open_raft_log(self) -> StorageEngine:
+        """The engine the Raft host writes through (``[raft] log_storage``)."""
+        cfg = self.config
+        assert self.engine is not None
+        directory = os.path.join(cfg.node.data_dir, WAL_DIR)
+        mode = cfg.raft.log_storage
+        if mode == "auto":
+            mode = "wal" if self.engine.backend == "lmdb" else "engine"
+        if mode == "engine":
+            if os.path.isdir(directory):
+                raise ConfigError(
+                    f"raft.log_storage = 'engine', but {directory} holds this node's Raft "
+                    "log: set raft.log_storage = 'wal' (or 'auto' with this backend)"
+                )
+            return self.engine
+        if self.engine.backend == "memory" and os.path.isdir(directory):
+            # The memory engine starts empty: a WAL left by an earlier process belongs
+            # to state that is gone, and this node starts afresh.
+            shutil.rmtree(directory)
+        return WalEngine(
+            self.engine,
+            directory,
+            sync=cfg.storage.sync,
+            segment_bytes=cfg.raft.wal_segment_mb * 1024 * 1024,
+        )
 
     def _register_health(self) -> None:
         """etcd-shaped probes: /livez (restart would fix it), /readyz (can serve)."""

@@ -76,6 +76,9 @@ from ._types import Role as Role
 from ._types import RoleChange as RoleChange
 from ._types import Snapshot as Snapshot
 from ._types import SnapshotMeta as SnapshotMeta
+from ._wal import WAL_DIR as WAL_DIR
+from ._wal import RaftWal as RaftWal
+from ._wal import WalEngine as WalEngine
 from ._wire import FRAME_TYPE as FRAME_TYPE
 from ._wire import decode_message as decode_message
 from ._wire import encode_message as encode_message
