@@ -314,3 +314,49 @@ async def test_engine_log_storage_on_a_directory_with_a_wal_is_refused(tmp_path:
 def test_log_storage_must_be_a_known_mode(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"raft\.log_storage = 'disk'"):
         node_config("n1", tmp_path, MemoryNetwork(), log_storage="disk")
+
+
+async def test_an_lmdb_cluster_moves_its_log_into_the_wal_and_keeps_every_write(
+    tmp_path: Path,
+) -> None:
+    """Three LMDB nodes written with the log in the engine restart with ``auto`` (the
+    WAL on LMDB), then restart again from the WAL: every write is there each time."""
+    from atoll.storage.lmdb import _plugin as lmdb_storage
+
+    net = MemoryNetwork()
+
+    async def run_cluster(mode: str, body: Callable[[Cluster], Any]) -> None:
+        nodes: dict[str, Node] = {}
+        async with anyio.create_task_group() as tg:
+            for nid in IDS:
+                cfg = node_config(nid, tmp_path, net, log_storage=mode)
+                cfg.storage.backend = "lmdb"
+                cfg.storage.map_size_mb = 64
+                nodes[nid] = Node(
+                    cfg, plugins=(lmdb_storage, memory_transport), load_entry_points=False
+                )
+                await tg.start(nodes[nid].run)
+            for n in nodes.values():
+                await n.wait_ready(20)
+            await body(Cluster(net, nodes, {}))
+            tg.cancel_scope.cancel()
+
+    async def write_some(c: Cluster) -> None:
+        cl = await client(c)
+        for i in range(40):
+            await cl.put(b"k%d" % i, b"v%d" % i)
+        assert not isinstance(c.nodes["n1"].host_engine, WalEngine)
+
+    async def check_and_write(c: Cluster, n: int) -> None:
+        assert all(isinstance(node.host_engine, WalEngine) for node in c.nodes.values())
+        cl = await client(c, "n2:1")
+        for i in range(n):
+            assert await cl.get(b"k%d" % i) == b"v%d" % i
+        for i in range(n, n + 10):
+            await cl.put(b"k%d" % i, b"v%d" % i)
+
+    await run_cluster("engine", write_some)
+    await run_cluster("auto", lambda c: check_and_write(c, 40))
+    for nid in IDS:
+        assert (tmp_path / nid / "raftwal").is_dir()
+    await run_cluster("auto", lambda c: check_and_write(c, 50))
