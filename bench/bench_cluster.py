@@ -288,7 +288,7 @@ def main() -> int:
             f"{meta['machine']}; 3 node processes + 1 load process on the same machine; "
             f"{args.transport}, storage {args.storage} unless the column says otherwise, "
             "fsync on, 100-byte values, 10k keys; "
-            "Raft log: `[raft] log_storage = \"auto\"` (a WAL of its own on LMDB, the "
+            'Raft log: `[raft] log_storage = "auto"` (a WAL of its own on LMDB, the '
             "engine's namespaces on RocksDB); "
             f"event loop: {meta['event_loop']} (nodes and load process); "
             f"Raft core: {' / '.join(meta['native'])} (column `core`; native = compiled "
