@@ -269,7 +269,7 @@ async def test_applied_state_is_read_from_the_buffer_and_rebuilt_from_the_log_af
     engines = {n: open_engine("lmdb", tmp_path / n, wal=wal) for n in ids}
     async with anyio.create_task_group() as tg:
         # Never written back on its own: only a close or a snapshot would write it.
-        nodes = await _start_all(tg, net, engines, write_back_ticks=10**9)
+        nodes = await _start_all(tg, net, engines, write_back_ticks=10**9, write_back_thread=wal)
         want = [b"%d" % i for i in range(10)]
         await _propose(nodes, want)
         for n in ids:
@@ -277,7 +277,7 @@ async def test_applied_state_is_read_from_the_buffer_and_rebuilt_from_the_log_af
             assert nodes[n].host.stats["write_backs"] == 0
         await _crash(nodes, engines)
         engines = {n: open_engine("lmdb", tmp_path / n, wal=wal) for n in ids}
-        nodes = await _start_all(tg, net, engines)
+        nodes = await _start_all(tg, net, engines, write_back_thread=wal)
         # The log was durable: every committed entry is applied again from it, and
         # written back within a tick.
         await wait_for(lambda: all(n.sm.values() == want for n in nodes.values()))
@@ -301,7 +301,12 @@ async def test_the_buffer_is_written_out_before_a_snapshot_compacts_the_log(
     engines = {n: open_engine("lmdb", tmp_path / n, wal=wal) for n in ids}
     async with anyio.create_task_group() as tg:
         nodes = await _start_all(
-            tg, net, engines, write_back_ticks=10**9, snapshot_interval_entries=10
+            tg,
+            net,
+            engines,
+            write_back_ticks=10**9,
+            snapshot_interval_entries=10,
+            write_back_thread=wal,
         )
         want = [b"%d" % i for i in range(25)]
         await _propose(nodes, want)
@@ -419,7 +424,13 @@ async def test_a_restored_snapshot_is_not_shadowed_by_older_staged_writes(
         engines = {n: WalEngine(e, str(tmp_path / n / "raftwal")) for n, e in engines.items()}
     async with anyio.create_task_group() as tg:
         nodes = await _start_all(
-            tg, net, engines, sm_class=KeyedSM, write_back_ticks=10**9, snapshot_interval_entries=10
+            tg,
+            net,
+            engines,
+            sm_class=KeyedSM,
+            write_back_ticks=10**9,
+            snapshot_interval_entries=10,
+            write_back_thread=wal,
         )
         leader = await _propose(nodes, [b"x"], proposals=[b"p:x"])
         lagging = next(n for n in ids if nodes[n] is not leader)
@@ -440,4 +451,44 @@ async def test_a_restored_snapshot_is_not_shadowed_by_older_staged_writes(
         await wait_for(lambda: nodes[lagging].sm.values() == fillers)
         await _stop(nodes)
         assert nodes[lagging].sm.values(engines[lagging]) == fillers
+        tg.cancel_scope.cancel()
+
+
+class ThreadRecordingEngine(WrappedEngine):
+    """Wraps an engine; records which thread wrote which namespaces."""
+
+    def __init__(self, inner: StorageEngine) -> None:
+        super().__init__(inner)
+        self.writers: list[tuple[str, frozenset[str]]] = []
+
+    def write(self, batch: WriteBatch, *, sync: bool | None = None) -> None:
+        spaces = frozenset(ns for _, ns, _, _ in batch.ops)
+        self.writers.append((threading.current_thread().name, spaces))
+        self._inner.write(batch, sync=sync)
+
+
+@pytest.mark.anyio
+async def test_with_write_back_thread_the_buffer_is_written_beside_the_log(
+    tmp_path: Path,
+) -> None:
+    ids = ["a", "b", "c"]
+    net = MemoryNetwork()
+    engines: dict[str, Any] = {
+        n: ThreadRecordingEngine(
+            WalEngine(MemoryEngine(StorageConfig(backend="memory")), str(tmp_path / n))
+        )
+        for n in ids
+    }
+    async with anyio.create_task_group() as tg:
+        nodes = await _start_all(tg, net, engines, write_back_thread=True)
+        want = [b"%d" % i for i in range(10)]
+        await _propose(nodes, want)
+        await wait_for(lambda: all(nodes[n].sm.values(engines[n]) == want for n in ids))
+        for n in ids:
+            writers = engines[n].writers
+            applied = {name for name, spaces in writers if "t" in spaces}
+            logged = {name for name, spaces in writers if "raft_log" in spaces}
+            assert applied and all(name.startswith("atoll-raft-write-back") for name in applied)
+            assert logged and not any(name.startswith("atoll-raft-write-back") for name in logged)
+        await _stop(nodes)
         tg.cancel_scope.cancel()

@@ -116,6 +116,7 @@ class RaftHost:
         write_back: WriteBackEngine | None = None,
         write_back_ops: int = 8192,
         write_back_ticks: int = 1,
+        write_back_thread: bool = False,
         clock: Clock | None = None,
         rng: Rng | None = None,
         metrics: MetricsRegistry | None = None,
@@ -145,6 +146,11 @@ class RaftHost:
         :class:`WriteBackEngine`): written to the engine once per tick, or sooner when
         ``write_back_ops`` operations are staged, without an fsync of its own."""
         self.write_back_ops = write_back_ops
+        self.write_back_thread = write_back_thread
+        """Write the buffer on a thread of its own, beside the log's writes. Worth it when
+        the log does not share the engine's write lock (a :class:`WalEngine`): a
+        write-back commit then never delays a cycle's log fsync."""
+        self._wb_writer: concurrent.futures.ThreadPoolExecutor | None = None
         self._wb_inflight: tuple[asyncio.Future[None], WriteBatch, int] | None = None
         """The write-back buffer's write in progress (at most one): its future, batch
         and mark."""
@@ -328,6 +334,9 @@ class RaftHost:
             if self._writer is not None:
                 self._writer.shutdown(wait=False)
                 self._writer = None
+            if self._wb_writer is not None:
+                self._wb_writer.shutdown(wait=False)
+                self._wb_writer = None
             if self._snapshotter is not None:
                 self._snapshotter.shutdown(wait=False, cancel_futures=True)
                 self._snapshotter = None
@@ -482,7 +491,7 @@ class RaftHost:
             self._start_write_back(batch, mark)
 
     def _start_write_back(self, batch: WriteBatch, mark: int) -> None:
-        fut = self._submit(batch, False)
+        fut = self._submit_write_back(batch)
         entry = (fut, batch, mark)
         self._wb_inflight = entry
         fut.add_done_callback(lambda f: self._write_back_done(entry, f))
@@ -521,7 +530,7 @@ class RaftHost:
             self._wrote_back(inflight[2])
         if wb.pending_ops:
             batch, mark = wb.take()
-            await _finish_shielded(self._submit(batch, False))
+            await _finish_shielded(self._submit_write_back(batch))
             self._wrote_back(mark)
 
     async def _flush_write_back(self) -> None:
@@ -539,7 +548,7 @@ class RaftHost:
                 self._wrote_back(mark)
         if wb.pending_ops:
             batch, mark = wb.take()
-            await self._write(batch, sync=False)
+            await self._write(batch, sync=False, started=self._submit_write_back(batch))
             self._wrote_back(mark)
 
     async def _persist(
@@ -766,6 +775,18 @@ class RaftHost:
             if self._m_fsync is not None:
                 self._m_fsync.observe(time.perf_counter() - t0)
 
+    def _submit_write_back(self, batch: WriteBatch) -> asyncio.Future[None]:
+        """Start an unsynced write of the write-back buffer: on its own thread with
+        ``write_back_thread`` (at most one runs: the host keeps one in flight), else on
+        the writer thread."""
+        if not self.write_back_thread:
+            return self._submit(batch, False)
+        if self._wb_writer is None:
+            self._wb_writer = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="atoll-raft-write-back"
+            )
+        return asyncio.wrap_future(self._wb_writer.submit(self.engine.write, batch, sync=False))
+
     def _submit(self, batch: WriteBatch, sync: bool) -> asyncio.Future[None]:
         """Start ``engine.write(batch)`` on the writer thread (writes run in order)."""
         if self._writer is None:
@@ -813,6 +834,9 @@ class RaftHost:
             if self._run_ended and self._writer is not None:
                 self._writer.shutdown(wait=True)
                 self._writer = None
+            if self._run_ended and self._wb_writer is not None:
+                self._wb_writer.shutdown(wait=True)
+                self._wb_writer = None
         # A snapshot being built reads an engine view: let it finish (bounded by the
         # partition's size) so the engine is never closed under it.
         if self._snaps_building:
