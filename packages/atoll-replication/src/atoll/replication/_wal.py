@@ -91,6 +91,19 @@ _HS_SUFFIX = 0x68  # b"h": EngineLogStorage's hard-state key suffix
 _BARRIER = b"L"
 
 
+def _log_range(start: bytes, end: bytes) -> tuple[int, int, int] | None:
+    """``(group, lo, hi)`` of a ``raft_log`` key range inside one group (``hi`` is
+    ``_END`` for a range running to the next group's first key); None when the range
+    spans groups."""
+    g, lo = _GI.unpack(start)
+    g2, hi = _GI.unpack(end)
+    if g2 == g:
+        return g, lo, hi
+    if g2 == g + 1 and hi == 0:
+        return g, lo, _END
+    return None
+
+
 def _segment_name(seg: int) -> str:
     return f"{seg:016x}.wal"
 
@@ -497,12 +510,10 @@ class RaftWal:
                 i = j
                 continue
             if ns == NS_LOG and kind == OP_DELETE_RANGE and len(k) == 16 and len(v) == 16:
-                g, lo = _GI.unpack(k)
-                g2, hi = _GI.unpack(v)
-                if g2 != g:
-                    if g2 != g + 1 or hi != 0:
-                        raise StorageError(f"raft WAL: a delete spans groups {g} to {g2}")
-                    hi = _END
+                rng = _log_range(k, v)
+                if rng is None:
+                    raise StorageError(f"raft WAL: a delete spans groups ({k!r} to {v!r})")
+                g, lo, hi = rng
                 parts.append(_DELETE.pack(_T_DELETE, g, lo, hi))
                 size += _DELETE.size
                 changes.append((_T_DELETE, g, lo, hi))
@@ -856,12 +867,10 @@ class WalEngine:
     ) -> Iterator[tuple[bytes, bytes]]:
         if start is None or len(start) != 16 or end is None or len(end) != 16:
             raise InvalidRequest("a raft WAL scan needs the group's bounds (16-byte keys)")
-        g, lo = _GI.unpack(start)
-        g2, hi = _GI.unpack(end)
-        if g2 != g:
-            if g2 != g + 1 or hi != 0:
-                raise InvalidRequest(f"a raft WAL scan spans groups {g} to {g2}")
-            hi = _END
+        rng = _log_range(start, end)
+        if rng is None:
+            raise InvalidRequest(f"a raft WAL scan spans groups ({start!r} to {end!r})")
+        g, lo, hi = rng
         for i, v in self.wal.entries(g, lo, hi, reverse=reverse, limit=limit):
             yield _GI.pack(g, i), v
 
@@ -879,12 +888,12 @@ class WalEngine:
             if _is_wal_op(ns, k):
                 wal_ops.append(op)
                 if kind == OP_DELETE_RANGE and ns == NS_LOG and len(k) == 16 and len(v) == 16:
-                    g, lo = _GI.unpack(k)
-                    g2, hi = _GI.unpack(v)
-                    if lo == 0 and g2 == g + 1 and hi == 0:
-                        wiped.append(g)
-                    elif lo == 0:
-                        prefix_drop = True
+                    rng = _log_range(k, v)
+                    if rng is not None and rng[1] == 0:
+                        if rng[2] == _END:
+                            wiped.append(rng[0])
+                        else:
+                            prefix_drop = True
             else:
                 inner.ops.append(op)
         if not wal_ops:
