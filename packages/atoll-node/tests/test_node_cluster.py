@@ -349,6 +349,9 @@ async def test_an_lmdb_cluster_moves_its_log_into_the_wal_and_keeps_every_write(
 
     async def check_and_write(c: Cluster, n: int) -> None:
         assert all(isinstance(node.host_engine, WalEngine) for node in c.nodes.values())
+        scrape = c.nodes["n1"].metrics.exposition().decode()
+        assert "atoll_raft_wal_segments 1.0" in scrape
+        assert "atoll_raft_wal_syncs" in scrape
         cl = await client(c, "n2:1")
         for i in range(n):
             assert await cl.get(b"k%d" % i) == b"v%d" % i

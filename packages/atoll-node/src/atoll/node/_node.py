@@ -217,6 +217,8 @@ class Node:
                 self.host.add_group(META_GROUP_ID, voters, self.meta)
             self._reconcile()
             self._register_health()
+            if wal:
+                self._register_wal_metrics()
             self.pm.hook.atoll_register_metrics(registry=self.metrics)
             await self.transport.start(self._handle)
             # After start: the transport's bound address is what gossip advertises.
@@ -330,6 +332,20 @@ class Node:
             sync=cfg.storage.sync,
             segment_bytes=cfg.raft.wal_segment_mb * 1024 * 1024,
         )
+
+    def _register_wal_metrics(self) -> None:
+        """Gauges of the Raft WAL, read at each scrape."""
+        assert isinstance(self.host_engine, WalEngine)
+        wal = self.host_engine.wal
+        self.metrics.gauge(
+            "atoll_raft_wal_segments", "Segment files of the Raft WAL."
+        ).set_function(lambda: wal.segment_count)
+        self.metrics.gauge(
+            "atoll_raft_wal_written_bytes", "Bytes appended to the Raft WAL since the node started."
+        ).set_function(lambda: wal.stats["bytes"])
+        self.metrics.gauge(
+            "atoll_raft_wal_syncs", "fdatasync calls on the Raft WAL since the node started."
+        ).set_function(lambda: wal.stats["syncs"])
 
     def _register_health(self) -> None:
         """etcd-shaped probes: /livez (restart would fix it), /readyz (can serve)."""

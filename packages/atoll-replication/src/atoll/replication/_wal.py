@@ -683,6 +683,11 @@ class RaftWal:
             self._hs.setdefault(group, value)
 
     @property
+    def segment_count(self) -> int:
+        """How many segment files exist (no lock: for metrics scraped on the loop)."""
+        return len(self._segments)
+
+    @property
     def segments(self) -> list[int]:
         """Ids of the segment files, oldest first."""
         with self._lock:
