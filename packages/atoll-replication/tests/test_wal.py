@@ -7,6 +7,7 @@ import errno
 import os
 import random
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -238,6 +239,37 @@ def test_a_full_disk_leaves_no_partial_record(
     wal.close()
     wal = RaftWal(str(tmp_path))
     assert wal.entries(1, 0, END) == [(1, b"a"), (2, b"b")]
+    wal.close()
+
+
+def test_a_read_does_not_wait_for_a_writers_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event loop reads entries beyond the in-memory tail (a lagging follower):
+    that read must not stall behind the writer thread's fdatasync."""
+    wal = RaftWal(str(tmp_path))
+    wal.write([put(1, 1, b"old"), hs(1, b"h1")], sync=True)
+    in_sync, release = threading.Event(), threading.Event()
+    real_fdatasync = os.fdatasync
+
+    def slow_fdatasync(fd: int) -> None:
+        in_sync.set()
+        assert release.wait(10)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow_fdatasync)
+    writer = threading.Thread(target=lambda: wal.write([put(1, 2, b"new")], sync=True))
+    writer.start()
+    try:
+        assert in_sync.wait(10)
+        # The writer is inside its fsync: reads answer from what is durable.
+        assert wal.entries(1, 0, END) == [(1, b"old")]
+        assert wal.hard_state(1) == b"h1"
+    finally:
+        release.set()
+        writer.join(10)
+    assert wal.entries(1, 0, END) == [(1, b"old"), (2, b"new")]
+    monkeypatch.undo()
     wal.close()
 
 

@@ -170,7 +170,10 @@ class RaftWal:
 
     Thread-safe: one writer at a time (the host's writer thread), readers from any
     thread. Entry values are read back from the files with ``pread`` (the Raft storage
-    above keeps the recent tail in memory, so that is rare).
+    above keeps the recent tail in memory, so that is rare). Two locks: writers hold
+    ``_wlock`` through their append and fdatasync; the index (runs, hard states,
+    segment list, read descriptors) has ``_ilock``, which a writer takes only to apply a
+    durable record, so a reader on the event loop never waits for a writer's fsync.
     """
 
     def __init__(
@@ -186,7 +189,11 @@ class RaftWal:
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.max_segments = max(2, max_segments)
-        self._lock = threading.RLock()
+        self._wlock = threading.Lock()
+        """Serialises writers (held through the append, the fdatasync, rotation)."""
+        self._ilock = threading.Lock()
+        """Guards the index: ``_runs``, ``_hs``, ``_segments`` and ``_rfds``. Only a
+        writer changes them (holding both locks), so a writer reads them freely."""
         self._runs: dict[int, _Run] = {}
         self._hs: dict[int, bytes] = {}
         self._segments: list[int] = []
@@ -391,7 +398,8 @@ class RaftWal:
         self._wfd = fd
         self._active = seg
         self._size = _HEADER.size
-        self._segments.append(seg)
+        with self._ilock:
+            self._segments.append(seg)
         if checkpoint and self._hs:
             # The new segment holds every hard state: older ones only matter for entries.
             ops = [(OP_PUT, NS_STATE, _G.pack(g) + b"h", v) for g, v in sorted(self._hs.items())]
@@ -434,12 +442,13 @@ class RaftWal:
         if not doomed:
             return
         for seg in doomed:  # oldest first: a later segment's deletes never outlive the
-            fd = self._rfds.pop(seg, None)  # entries they delete
-            if fd is not None:
-                os.close(fd)
-            path = self._path(seg)
-            self._os(lambda p=path: os.unlink(p), "delete", path)
-            self._segments.remove(seg)
+            path = self._path(seg)  # entries they delete
+            with self._ilock:
+                fd = self._rfds.pop(seg, None)
+                if fd is not None:
+                    os.close(fd)
+                self._os(lambda p=path: os.unlink(p), "delete", path)
+                self._segments.remove(seg)
             self.stats["purged"] += 1
         self._fsync_dir()
 
@@ -457,19 +466,18 @@ class RaftWal:
             ops: list[tuple[int, str, bytes, bytes]] = [
                 (OP_DELETE_RANGE, NS_LOG, _GI.pack(g, run.lo), _GI.pack(g + 1, 0))
             ]
-            for i in range(len(run.pos)):
-                ops.append(
-                    (OP_PUT, NS_LOG, _GI.pack(g, run.lo + i), self._read(run.pos[i], run.lens[i]))
-                )
+            with self._ilock:
+                for i in range(len(run.pos)):
+                    value = self._read(run.pos[i], run.lens[i])
+                    ops.append((OP_PUT, NS_LOG, _GI.pack(g, run.lo + i), value))
             self.stats["rewritten_entries"] += len(run.pos)
-            rec, apply = self._encode(ops)
-            self._append((rec, apply), sync=True)
+            self._append(self._encode(ops), sync=True)
 
     # ------------------------------------------------------------------ writing
 
     def next_lsn(self) -> int:
         """Reserve the lsn the next record will carry (a barrier written before it)."""
-        with self._lock:
+        with self._wlock:
             self._lsn += 1
             return self._lsn
 
@@ -592,7 +600,11 @@ class RaftWal:
         self.stats["bytes"] += len(rec)
         if sync:
             self.stats["syncs"] += 1
-        base = (self._active << _OFF_BITS) | start
+        with self._ilock:
+            self._index(changes, (self._active << _OFF_BITS) | start)
+
+    def _index(self, changes: list[tuple[Any, ...]], base: int) -> None:
+        """Apply a written record's changes to the index (``_ilock`` held)."""
         for ch in changes:
             t, g = ch[0], ch[1]
             if t == _T_ENTRIES:
@@ -617,7 +629,7 @@ class RaftWal:
         self, ops: list[tuple[int, str, bytes, bytes]], *, sync: bool, lsn: int | None = None
     ) -> None:
         """Append one record holding ``ops`` (``sync``: fdatasync before returning)."""
-        with self._lock:
+        with self._wlock:
             encoded = self._encode(ops, lsn)
             self._check(encoded[1])
             self._append(encoded, sync=sync)
@@ -625,7 +637,7 @@ class RaftWal:
 
     def sync(self) -> None:
         """Make every appended record durable."""
-        with self._lock:
+        with self._wlock:
             path = self._path(self._active)
             self._os(lambda: os.fdatasync(self._wfd), "sync", path)
             self.stats["syncs"] += 1
@@ -633,6 +645,7 @@ class RaftWal:
     # ------------------------------------------------------------------ reading
 
     def _read(self, pos: int, length: int) -> bytes:
+        """One entry's value (``_ilock`` held: a purge may close the descriptor)."""
         seg = pos >> _OFF_BITS
         fd = self._rfds.get(seg)
         path = self._path(seg)
@@ -648,7 +661,7 @@ class RaftWal:
 
     def bounds(self, group: int) -> tuple[int, int] | None:
         """``(first, last)`` live entry index of ``group``, or None when it has none."""
-        with self._lock:
+        with self._ilock:
             run = self._runs.get(group)
             if run is None or not run.pos:
                 return None
@@ -658,7 +671,7 @@ class RaftWal:
         self, group: int, lo: int, hi: int, *, reverse: bool = False, limit: int | None = None
     ) -> list[tuple[int, bytes]]:
         """``(index, value)`` of ``group``'s live entries with ``lo <= index < hi``."""
-        with self._lock:
+        with self._ilock:
             run = self._runs.get(group)
             if run is None or not run.pos:
                 return []
@@ -673,13 +686,13 @@ class RaftWal:
 
     def hard_state(self, group: int) -> bytes | None:
         """The latest hard state written for ``group``."""
-        with self._lock:
+        with self._ilock:
             return self._hs.get(group)
 
     def set_hard_state_floor(self, group: int, value: bytes) -> None:
         """At open: the engine's copy of ``group``'s hard state (written with a snapshot
         install), used when no later record holds one."""
-        with self._lock:
+        with self._ilock:
             self._hs.setdefault(group, value)
 
     @property
@@ -690,17 +703,12 @@ class RaftWal:
     @property
     def segments(self) -> list[int]:
         """Ids of the segment files, oldest first."""
-        with self._lock:
+        with self._ilock:
             return list(self._segments)
-
-    def groups(self) -> list[int]:
-        """Groups with live entries or a hard state here."""
-        with self._lock:
-            return sorted(set(self._hs) | {g for g, r in self._runs.items() if r.pos})
 
     def close(self) -> None:
         """Sync and close the files (idempotent)."""
-        with self._lock:
+        with self._wlock:
             if self._wfd >= 0:
                 try:
                     os.fdatasync(self._wfd)
@@ -708,9 +716,10 @@ class RaftWal:
                     log.warning("raft WAL %s: sync at close failed: %s", self.directory, exc)
                 os.close(self._wfd)
                 self._wfd = -1
-            for fd in self._rfds.values():
-                os.close(fd)
-            self._rfds.clear()
+            with self._ilock:
+                for fd in self._rfds.values():
+                    os.close(fd)
+                self._rfds.clear()
 
 
 def _is_wal_op(ns: str, key: bytes) -> bool:
