@@ -276,6 +276,13 @@ def test_a_read_does_not_wait_for_a_writers_fsync(
 # ---------------------------------------------------------------------- WalEngine
 
 
+def reopen(backend: str, tmp_path: Path) -> WalEngine:
+    """The engine at ``tmp_path/db`` with its Raft log in ``db/raftwal``."""
+    engine = open_engine(backend, tmp_path / "db", wal=True)
+    assert isinstance(engine, WalEngine)
+    return engine
+
+
 def _log_storage_view(engine: WalEngine, g: int) -> tuple[HardState, list[Entry], int]:
     s = EngineLogStorage(engine, g)
     entries = (
@@ -300,21 +307,19 @@ def _entries(lo: int, hi: int, term: int = 1) -> tuple[Entry, ...]:
 def test_the_log_and_hard_state_live_in_the_wal_and_the_rest_in_the_engine(
     tmp_path: Path, backend: str
 ) -> None:
-    inner = open_engine(backend, tmp_path / "db")
-    engine = WalEngine(inner, str(tmp_path / "db" / "raftwal"))
+    engine = reopen(backend, tmp_path)
     _stage(engine, 3, hard_state=HardState(2, "a", 4), entries=_entries(1, 6), snapshot=None)
     batch = WriteBatch().put("t", b"k", b"v")
     engine.create_namespace("t")
     engine.write(batch, sync=True)
-    assert inner.get("t", b"k") == b"v"
-    assert not list(inner.scan(NS_LOG))
-    assert inner.get(NS_STATE, struct.pack(">Q", 3) + b"h") is None
+    assert engine.inner.get("t", b"k") == b"v"
+    assert not list(engine.inner.scan(NS_LOG))
+    assert engine.inner.get(NS_STATE, struct.pack(">Q", 3) + b"h") is None
     hs_, entries, _ = _log_storage_view(engine, 3)
     assert hs_ == HardState(2, "a", 4) and [e.index for e in entries] == [1, 2, 3, 4, 5]
     if backend == "lmdb":
         engine.close()
-        inner = open_engine(backend, tmp_path / "db")
-        engine = WalEngine(inner, str(tmp_path / "db" / "raftwal"))
+        engine = reopen(backend, tmp_path)
         hs_, entries, _ = _log_storage_view(engine, 3)
         assert hs_ == HardState(2, "a", 4) and entries == list(_entries(1, 6))
     engine.close()
@@ -325,8 +330,7 @@ def test_a_crash_between_a_snapshot_installs_two_writes_leaves_no_stale_entries(
 ) -> None:
     from atoll.replication import ConfState, Snapshot, SnapshotMeta
 
-    inner = open_engine("lmdb", tmp_path / "db")
-    engine = WalEngine(inner, str(tmp_path / "db" / "raftwal"))
+    engine = reopen("lmdb", tmp_path)
     _stage(engine, 1, hard_state=HardState(1, "a", 3), entries=_entries(1, 11), snapshot=None)
     snap = Snapshot(SnapshotMeta(5, 2, ConfState(voters=frozenset({"a"}))), b"state")
     order: list[str] = []
@@ -347,8 +351,7 @@ def test_a_crash_between_a_snapshot_installs_two_writes_leaves_no_stale_entries(
     assert order == ["engine", "wal"]  # the restored state first
     monkeypatch.undo()
     engine.close()
-    inner = open_engine("lmdb", tmp_path / "db")
-    engine = WalEngine(inner, str(tmp_path / "db" / "raftwal"))
+    engine = reopen("lmdb", tmp_path)
     hs_, entries, first = _log_storage_view(engine, 1)
     # The snapshot's state and an empty log after it: entries 6..10 of term 1 are gone.
     assert first == 6 and entries == []
@@ -357,8 +360,7 @@ def test_a_crash_between_a_snapshot_installs_two_writes_leaves_no_stale_entries(
     # The log goes on from the snapshot.
     _stage(engine, 1, hard_state=None, entries=_entries(6, 8, term=2), snapshot=None)
     engine.close()
-    inner = open_engine("lmdb", tmp_path / "db")
-    engine = WalEngine(inner, str(tmp_path / "db" / "raftwal"))
+    engine = reopen("lmdb", tmp_path)
     assert _log_storage_view(engine, 1)[1] == list(_entries(6, 8, term=2))
     engine.close()
 
@@ -366,8 +368,7 @@ def test_a_crash_between_a_snapshot_installs_two_writes_leaves_no_stale_entries(
 def test_dropping_a_log_prefix_syncs_the_engine_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    inner = open_engine("memory", tmp_path / "db")
-    engine = WalEngine(inner, str(tmp_path / "db" / "raftwal"))
+    engine = reopen("memory", tmp_path)
     _stage(engine, 1, hard_state=None, entries=_entries(1, 11), snapshot=None)
     order: list[str] = []
     real_sync, real_wal = engine.inner.sync, engine.wal.write
@@ -384,21 +385,19 @@ def test_dropping_a_log_prefix_syncs_the_engine_first(
 
 def test_a_log_kept_in_the_engine_moves_into_the_wal(tmp_path: Path) -> None:
     inner = open_engine("lmdb", tmp_path / "db")
-    _stage_direct = EngineLogStorage(inner, 2)
+    log = EngineLogStorage(inner, 2)
     batch = WriteBatch()
-    _stage_direct.stage(
+    log.stage(
         batch, hard_state=HardState(3, "b", 7), entries=_entries(1, 9), snapshot=None
     )
     inner.write(batch, sync=True)
     inner.close()
-    inner = open_engine("lmdb", tmp_path / "db")
-    engine = WalEngine(inner, str(tmp_path / "db" / "raftwal"))
+    engine = reopen("lmdb", tmp_path)
     hs_, entries, _ = _log_storage_view(engine, 2)
     assert hs_ == HardState(3, "b", 7) and entries == list(_entries(1, 9))
-    assert not list(inner.scan(NS_LOG))
-    assert inner.get(NS_STATE, struct.pack(">Q", 2) + b"h") is None
+    assert not list(engine.inner.scan(NS_LOG))
+    assert engine.inner.get(NS_STATE, struct.pack(">Q", 2) + b"h") is None
     engine.close()
-    inner = open_engine("lmdb", tmp_path / "db")
-    engine = WalEngine(inner, str(tmp_path / "db" / "raftwal"))
+    engine = reopen("lmdb", tmp_path)
     assert _log_storage_view(engine, 2)[1] == list(_entries(1, 9))
     engine.close()
