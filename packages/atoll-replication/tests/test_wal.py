@@ -387,9 +387,7 @@ def test_a_log_kept_in_the_engine_moves_into_the_wal(tmp_path: Path) -> None:
     inner = open_engine("lmdb", tmp_path / "db")
     log = EngineLogStorage(inner, 2)
     batch = WriteBatch()
-    log.stage(
-        batch, hard_state=HardState(3, "b", 7), entries=_entries(1, 9), snapshot=None
-    )
+    log.stage(batch, hard_state=HardState(3, "b", 7), entries=_entries(1, 9), snapshot=None)
     inner.write(batch, sync=True)
     inner.close()
     engine = reopen("lmdb", tmp_path)
